@@ -1,0 +1,172 @@
+"""The composition root: builds the web application and the worker from configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import structlog
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from newsletter import __version__
+from newsletter.config import Settings
+from newsletter.db.embedded import start_embedded, stop_embedded
+from newsletter.db.migrations import migrate
+from newsletter.transports import transport_from_settings
+from newsletter.web import public
+from newsletter.web.middleware import RequestContextMiddleware
+from newsletter.web.problems import problem
+from newsletter.worker.delivery import DATABASE_ERRORS, DeliveryWorker
+
+log = structlog.get_logger(__name__)
+
+
+def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
+    app = FastAPI(
+        title="Newsletter",
+        version=__version__,
+        description="Double opt-in sign-up and reliable newsletter delivery on PostgreSQL.",
+    )
+    app.state.settings = settings
+    app.state.pool = pool
+    app.include_router(public.router)
+    static = resources.files("newsletter").joinpath("static")
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> Response:
+        errors = [
+            {"field": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
+            for item in error.errors()
+        ]
+        return problem(422, "Invalid request", "The request does not match the expected shape.", errors=errors)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> Response:
+        return problem(error.status_code, str(error.detail), headers=error.headers)
+
+    async def database_down(_: Request, error: Exception) -> Response:
+        log.warning("database unavailable", error=str(error))
+        return problem(
+            503, "Service unavailable", "The database is not answering; try again shortly.",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> Response:
+        log.error("unexpected error", exc_info=error)
+        return problem(500, "Internal error", "Something went wrong on our side; it has been logged.")
+
+    for error_type in DATABASE_ERRORS:
+        app.add_exception_handler(error_type, database_down)
+
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[str]:
+    """The URL of the configured database, or of an embedded one started for as long as this lasts."""
+    if settings.database_url is not None:
+        yield settings.database_url.get_secret_value()
+        return
+    url, handle = await asyncio.to_thread(start_embedded, settings.data_dir)
+    log.info("embedded PostgreSQL started", data_dir=str(settings.data_dir))
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(stop_embedded, handle)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(url: str, settings: Settings, *, wait_seconds: float = 30) -> asyncpg.Pool:
+    """Connect, waiting a while for a database that is still starting."""
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    while True:
+        try:
+            pool: asyncpg.Pool = await asyncpg.create_pool(
+                url,
+                min_size=min(settings.pool_min_size, settings.pool_max_size),
+                max_size=settings.pool_max_size,
+                init=_init_connection,
+                command_timeout=60,
+            )
+            return pool
+        except DATABASE_ERRORS as error:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("waiting for the database", error=str(error))
+            await asyncio.sleep(1)
+
+
+async def apply_migrations(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        applied = await migrate(conn)
+    if applied:
+        log.info("database migrated", applied=applied)
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn without its own signal handling: the process's handlers stop the server and the worker together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+async def run_processes(settings: Settings, *, http: bool, worker: bool, migrate_first: bool) -> None:
+    """`run`, `serve` and `worker`: the HTTP server, the delivery worker, or both, until SIGTERM or SIGINT."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    server: _Server | None = None
+
+    def stop() -> None:
+        log.info("shutting down")
+        stopping.set()
+        if server is not None:
+            server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)
+
+    async with database(settings) as url:
+        pool = await create_pool(url, settings)
+        try:
+            if migrate_first:
+                await apply_migrations(pool)
+            tasks = []
+            if worker:
+                delivery = DeliveryWorker(pool, transport_from_settings(settings), settings)
+                tasks.append(asyncio.create_task(delivery.run(stopping)))
+            if http:
+                config = uvicorn.Config(
+                    build_app(settings, pool),
+                    host=settings.host,
+                    port=settings.port,
+                    log_config=None,
+                    access_log=False,
+                    server_header=False,
+                    proxy_headers=True,
+                )
+                server = _Server(config)
+                tasks.append(asyncio.create_task(server.serve()))
+                log.info("listening", url=f"http://{settings.host}:{settings.port}", base_url=settings.base_url)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            stop()
+            await asyncio.gather(*tasks)
+        finally:
+            await pool.close()

@@ -1,0 +1,118 @@
+"""The `newsletter` command: thin wrappers that parse options, call one function, and report."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from newsletter.config import ConfigError, Settings
+from newsletter.telemetry import configure_logging
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
+        settings.check_production()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'setting'}: {item['msg']}" for item in error.errors()
+        )
+        raise click.ClickException(f"invalid configuration: {problems}") from None
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def _run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        from uvloop import new_event_loop
+    except ImportError:
+        new_event_loop = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(coroutine)
+
+
+@click.group()
+@click.version_option(package_name="newsletter")
+def main() -> None:
+    """A self-hosted newsletter service on PostgreSQL."""
+
+
+def _server_options(command: Any) -> Any:
+    command = click.option("--host", help="Interface to listen on (NEWSLETTER_HOST).")(command)
+    command = click.option("--port", type=int, help="Port to listen on (NEWSLETTER_PORT).")(command)
+    return click.option("--no-migrate", is_flag=True, help="Do not apply migrations on start.")(command)
+
+
+@main.command()
+@_server_options
+def run(host: str | None, port: int | None, no_migrate: bool) -> None:
+    """Run the HTTP server and the delivery worker in one process."""
+    from newsletter.app import run_processes
+
+    settings = _settings(host=host, port=port)
+    _run(run_processes(settings, http=True, worker=True, migrate_first=not no_migrate))
+
+
+@main.command()
+@_server_options
+def serve(host: str | None, port: int | None, no_migrate: bool) -> None:
+    """Run the HTTP server alone (run any number of them)."""
+    from newsletter.app import run_processes
+
+    settings = _settings(host=host, port=port)
+    _run(run_processes(settings, http=True, worker=False, migrate_first=not no_migrate))
+
+
+@main.command()
+@click.option("--concurrency", type=int, help="Simultaneous sends (NEWSLETTER_SMTP_POOL_SIZE).")
+def worker(concurrency: int | None) -> None:
+    """Run a delivery worker alone (run any number of them, on any machine)."""
+    from newsletter.app import run_processes
+
+    settings = _settings(smtp_pool_size=concurrency)
+    _run(run_processes(settings, http=False, worker=True, migrate_first=False))
+
+
+@main.command("migrate")
+def migrate_command() -> None:
+    """Apply pending schema migrations (safe to run concurrently)."""
+    from newsletter.app import apply_migrations, create_pool, database
+
+    settings = _settings()
+
+    async def go() -> None:
+        async with database(settings) as url:
+            pool = await create_pool(url, settings)
+            try:
+                await apply_migrations(pool)
+            finally:
+                await pool.close()
+
+    _run(go())
+    click.echo("database is up to date")
+
+
+@main.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("check")
+def config_check() -> None:
+    """Print the effective configuration, secrets redacted; fail if it cannot be used."""
+    settings = _settings()
+    width = max(len(key) for key in settings.redacted())
+    for key, value in settings.redacted().items():
+        click.echo(f"{key.ljust(width)}  {value}")
+    click.echo("configuration is valid" + (" for production" if settings.env == "production" else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

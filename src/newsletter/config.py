@@ -1,0 +1,204 @@
+"""Configuration from the environment (and a `.env` file), parsed once at start-up."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_KEY_FILE = "secret_key"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class EmailURL:
+    """A parsed `NEWSLETTER_EMAIL_URL`."""
+
+    scheme: Literal["smtp", "file", "postmark", "memory"]
+    host: str = ""
+    port: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: Literal["none", "starttls", "ssl"] = "none"
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, raw: str) -> EmailURL:
+        parts = urlsplit(raw)
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        if parts.scheme == "smtp":
+            tls = query.get("tls", "none")
+            if tls not in ("none", "starttls", "ssl"):
+                raise ConfigError(f"NEWSLETTER_EMAIL_URL: tls must be starttls or ssl, not {tls!r}")
+            if not parts.hostname:
+                raise ConfigError("NEWSLETTER_EMAIL_URL: an smtp:// URL needs a host")
+            default_port = 465 if tls == "ssl" else 25
+            return cls(
+                scheme="smtp",
+                host=parts.hostname,
+                port=parts.port or default_port,
+                username=unquote(parts.username) if parts.username else None,
+                password=unquote(parts.password) if parts.password else None,
+                tls=tls,  # type: ignore[arg-type]
+            )
+        if parts.scheme == "file":
+            if not parts.path:
+                raise ConfigError("NEWSLETTER_EMAIL_URL: a file:// URL needs a directory, e.g. file:///var/mail")
+            return cls(scheme="file", path=Path(unquote(parts.path)))
+        if parts.scheme == "postmark":
+            if not parts.username:
+                raise ConfigError("NEWSLETTER_EMAIL_URL: postmark://TOKEN@[host] needs a server token")
+            host = parts.netloc.rsplit("@", 1)[-1] or "api.postmarkapp.com"
+            return cls(scheme="postmark", host=host, password=unquote(parts.username))
+        if parts.scheme == "memory":
+            return cls(scheme="memory")
+        raise ConfigError(
+            f"NEWSLETTER_EMAIL_URL: unknown scheme {parts.scheme!r} (use smtp://, file:// or postmark://)"
+        )
+
+    def redacted(self) -> str:
+        if self.scheme == "smtp":
+            auth = f"{self.username}:***@" if self.username else ""
+            tls = f"?tls={self.tls}" if self.tls != "none" else ""
+            return f"smtp://{auth}{self.host}:{self.port}{tls}"
+        if self.scheme == "file":
+            return f"file://{self.path}"
+        if self.scheme == "postmark":
+            return f"postmark://***@{self.host}"
+        return "memory://"
+
+
+class Settings(BaseSettings):
+    """Every setting has a safe default for local use; production requires the secrets to be set."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSLETTER_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    env: Literal["development", "production"] = "development"
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "NEWSLETTER_DATABASE_URL")
+    )
+    data_dir: Path = Path(".newsletter")
+    base_url: str = "http://127.0.0.1:8000"
+    email_url: SecretStr | None = None
+    sender: str = "Newsletter <newsletter@localhost>"
+    secret_key: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    confirmation_ttl_hours: float = Field(default=48, gt=0)
+    signup_ip_limit: int = Field(default=30, ge=1)
+    signup_ip_window_seconds: int = Field(default=3600, ge=1)
+    signup_address_limit: int = Field(default=5, ge=1)
+    signup_address_window_seconds: int = Field(default=3600, ge=1)
+
+    worker_batch_size: int = Field(default=200, ge=1)
+    worker_concurrency: int = Field(default=10, ge=1)
+    smtp_pool_size: int = Field(default=10, ge=1)
+    smtp_timeout_seconds: float = Field(default=30, gt=0)
+    lease_seconds: float = Field(default=120, gt=0)
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    retry_base_seconds: float = Field(default=30, gt=0)
+    retry_max_seconds: float = Field(default=3600, gt=0)
+    max_attempts: int = Field(default=8, ge=1)
+    retry_max_age_seconds: float = Field(default=3 * 24 * 3600, gt=0)
+
+    pool_min_size: int = Field(default=2, ge=1)
+    pool_max_size: int = Field(default=10, ge=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("sender")
+    @classmethod
+    def _valid_sender(cls, value: str) -> str:
+        if "\r" in value or "\n" in value:
+            raise ValueError("must not contain line breaks")
+        _, address = parseaddr(value)
+        if "@" not in address:
+            raise ValueError("must be an address such as 'Name <news@example.com>'")
+        return value
+
+    @model_validator(mode="after")
+    def _valid_email_url(self) -> Settings:
+        if self.email_url is not None:
+            EmailURL.parse(self.email_url.get_secret_value())
+        return self
+
+    @property
+    def email(self) -> EmailURL:
+        if self.email_url is None:
+            return EmailURL(scheme="file", path=self.data_dir.resolve() / "outbox")
+        return EmailURL.parse(self.email_url.get_secret_value())
+
+    @property
+    def sender_address(self) -> Address:
+        display_name, address = parseaddr(self.sender)
+        username, _, domain = address.rpartition("@")
+        return Address(display_name=display_name, username=username, domain=domain)
+
+    def resolved_secret_key(self) -> str:
+        """The configured key, or one generated once and kept in the data directory."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / SECRET_KEY_FILE
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(32)
+        path.touch(mode=0o600)
+        path.write_text(key)
+        return key
+
+    def check_production(self) -> None:
+        """Refuse to run in production with secrets or URLs that only suit a laptop."""
+        if self.env != "production":
+            return
+        problems = []
+        if self.secret_key is None or len(self.secret_key.get_secret_value()) < 32:
+            problems.append("NEWSLETTER_SECRET_KEY must be set to at least 32 random characters")
+        if not self.base_url.startswith("https://"):
+            problems.append("NEWSLETTER_BASE_URL must be an https:// URL")
+        if self.database_url is None:
+            problems.append("DATABASE_URL must be set (the embedded database is for development)")
+        if problems:
+            raise ConfigError("production mode refuses to start: " + "; ".join(problems))
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration with every secret hidden, for `newsletter config check`."""
+        values = self.model_dump()
+        values["database_url"] = (
+            redact_url(self.database_url.get_secret_value()) if self.database_url else "embedded"
+        )
+        values["email_url"] = self.email.redacted()
+        values["secret_key"] = "***" if self.secret_key else "(generated, kept in the data directory)"
+        values["data_dir"] = str(self.data_dir)
+        return values
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

@@ -1,0 +1,121 @@
+-- name: list_by_slug
+SELECT id, slug, name, optin FROM lists WHERE slug = $1;
+
+-- name: subscribe
+-- One statement, so one transaction: the subscriber, the subscription and, when the subscription is pending,
+-- its confirmation email's delivery row are written together or not at all. Nothing is written for an
+-- unknown list. $1 email, $2 name, $3 list slug, $4 source, $5 ip, $6 user agent, $7 request id.
+WITH list AS (
+    SELECT id, optin FROM lists WHERE slug = $3
+), subscriber AS (
+    INSERT INTO subscribers (email, name)
+    SELECT $1, $2 FROM list
+    ON CONFLICT ((lower(email))) DO UPDATE SET updated_at = subscribers.updated_at
+    RETURNING id, status
+), subscription AS (
+    INSERT INTO subscriptions (
+        subscriber_id, list_id, status, confirmed_at, source, signup_ip, signup_user_agent
+    )
+    SELECT subscriber.id, list.id,
+           CASE WHEN list.optin = 'single' THEN 'confirmed' ELSE 'pending' END,
+           CASE WHEN list.optin = 'single' THEN now() END,
+           $4, $5::inet, $6
+    FROM subscriber, list
+    ON CONFLICT (subscriber_id, list_id) DO UPDATE SET
+        status = CASE WHEN subscriptions.status = 'unsubscribed' THEN excluded.status
+                      ELSE subscriptions.status END,
+        confirmed_at = CASE WHEN subscriptions.status = 'unsubscribed' THEN excluded.confirmed_at
+                            ELSE subscriptions.confirmed_at END,
+        unsubscribed_at = CASE WHEN subscriptions.status = 'unsubscribed' THEN NULL
+                               ELSE subscriptions.unsubscribed_at END,
+        source = CASE WHEN subscriptions.status = 'confirmed' THEN subscriptions.source ELSE excluded.source END,
+        signup_ip = CASE WHEN subscriptions.status = 'confirmed' THEN subscriptions.signup_ip
+                         ELSE excluded.signup_ip END,
+        signup_user_agent = CASE WHEN subscriptions.status = 'confirmed' THEN subscriptions.signup_user_agent
+                                 ELSE excluded.signup_user_agent END,
+        updated_at = now()
+    RETURNING subscriber_id, list_id, status
+), delivery AS (
+    INSERT INTO deliveries (kind, subscriber_id, list_id, recipient, request_id)
+    SELECT 'confirmation', subscription.subscriber_id, subscription.list_id, $1, $7
+    FROM subscription, subscriber
+    WHERE subscription.status = 'pending'
+      AND subscriber.status = 'active'
+      AND NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower($1))
+    RETURNING id
+), wake AS (
+    SELECT pg_notify('newsletter_deliveries', '') FROM delivery
+)
+SELECT EXISTS (SELECT 1 FROM list) AS list_found,
+       (SELECT count(*) FROM delivery) AS emails_queued,
+       (SELECT count(*) FROM wake) AS woken;
+
+-- name: confirm
+-- Marks the token used and confirms its subscription in one statement. The outer SELECT reads the token as it
+-- was before this statement, which tells a fresh confirmation from a repeated, expired or unknown one.
+WITH used AS (
+    UPDATE confirmation_tokens SET used_at = now()
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
+    RETURNING subscriber_id, list_id
+), confirmed AS (
+    UPDATE subscriptions SET status = 'confirmed', confirmed_at = now(), updated_at = now(),
+                             confirm_ip = $2::inet, confirm_user_agent = $3
+    FROM used
+    WHERE subscriptions.subscriber_id = used.subscriber_id
+      AND subscriptions.list_id = used.list_id
+      AND subscriptions.status = 'pending'
+    RETURNING subscriptions.list_id
+)
+SELECT token.used_at IS NOT NULL AS used_before,
+       token.expires_at <= now() AS expired,
+       EXISTS (SELECT 1 FROM used) AS used_now,
+       lists.name AS list_name
+FROM confirmation_tokens AS token
+JOIN lists ON lists.id = token.list_id
+WHERE token.token_hash = $1;
+
+-- name: token_state
+SELECT token.used_at IS NOT NULL AS used, token.expires_at <= now() AS expired, lists.name AS list_name
+FROM confirmation_tokens AS token
+JOIN lists ON lists.id = token.list_id
+WHERE token.token_hash = $1;
+
+-- name: resend_confirmation
+-- Queues a fresh confirmation email for the still-pending subscription behind an (expired) token.
+WITH target AS (
+    SELECT subscriptions.subscriber_id, subscriptions.list_id, subscribers.email
+    FROM confirmation_tokens AS token
+    JOIN subscriptions USING (subscriber_id, list_id)
+    JOIN subscribers ON subscribers.id = subscriptions.subscriber_id
+    WHERE token.token_hash = $1
+      AND subscriptions.status = 'pending'
+      AND subscribers.status = 'active'
+      AND NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower(subscribers.email))
+), delivery AS (
+    INSERT INTO deliveries (kind, subscriber_id, list_id, recipient, request_id)
+    SELECT 'confirmation', subscriber_id, list_id, email, $2 FROM target
+    RETURNING id
+), wake AS (
+    SELECT pg_notify('newsletter_deliveries', '') FROM delivery
+)
+SELECT (SELECT count(*) FROM delivery) AS emails_queued, (SELECT count(*) FROM wake) AS woken,
+       (SELECT email FROM target) AS email;
+
+-- name: hit_rate_limits
+-- Counts one hit against each key ($1 keys, $2 window lengths in seconds, in the same order) and returns, for
+-- each key, the hits in its current window and the seconds until that window ends. Keys are locked in
+-- sorted order so that concurrent requests never deadlock.
+INSERT INTO rate_limits AS counter (key, window_seconds, window_start, hits)
+SELECT key, seconds, now(), 1 FROM unnest($1::text[], $2::integer[]) AS hit(key, seconds)
+ORDER BY key
+ON CONFLICT (key) DO UPDATE SET
+    hits = CASE WHEN counter.window_start <= now() - make_interval(secs => excluded.window_seconds)
+                THEN 1 ELSE counter.hits + 1 END,
+    window_start = CASE WHEN counter.window_start <= now() - make_interval(secs => excluded.window_seconds)
+                        THEN now() ELSE counter.window_start END,
+    window_seconds = excluded.window_seconds
+RETURNING key, hits,
+          extract(epoch FROM window_start + make_interval(secs => window_seconds) - now())::float8 AS retry_after;
+
+-- name: purge_rate_limits
+DELETE FROM rate_limits WHERE window_start + make_interval(secs => window_seconds) < now();

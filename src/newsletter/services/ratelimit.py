@@ -1,0 +1,37 @@
+"""Fixed-window rate limits counted in PostgreSQL, so they hold across every process."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from newsletter.db.queries import query
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    key: str
+    max_hits: int
+    window_seconds: int
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"rate limited; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+async def hit(pool: asyncpg.Pool, limits: Sequence[Limit]) -> None:
+    """Count one hit against every limit; raises RateLimited when any of them is exceeded."""
+    by_key = {limit.key: limit for limit in limits}
+    rows = await pool.fetch(
+        query("hit_rate_limits"),
+        list(by_key),
+        [limit.window_seconds for limit in by_key.values()],
+    )
+    waits = [row["retry_after"] for row in rows if row["hits"] > by_key[row["key"]].max_hits]
+    if waits:
+        raise RateLimited(max(1, math.ceil(max(waits))))

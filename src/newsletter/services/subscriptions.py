@@ -1,0 +1,145 @@
+"""Subscribing and confirming: what happens, independent of HTTP."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from newsletter.db.queries import query
+from newsletter.domain.subscriber import InvalidInput, ListSlug, SubscriberEmail, SubscriberName
+from newsletter.domain.tokens import Token
+from newsletter.services import ratelimit
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRequest:
+    email: SubscriberEmail
+    name: SubscriberName
+    list_slug: ListSlug
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Who asked, from where: kept as consent evidence."""
+
+    ip: str | None
+    user_agent: str | None
+    source: str = "form"
+
+
+@dataclass(frozen=True, slots=True)
+class SignupLimits:
+    per_ip: int
+    ip_window_seconds: int
+    per_address: int
+    address_window_seconds: int
+
+
+class UnknownList(InvalidInput):
+    pass
+
+
+async def subscribe(
+    pool: asyncpg.Pool,
+    request: SubscriptionRequest,
+    evidence: Evidence,
+    limits: SignupLimits,
+    request_id: str | None,
+) -> None:
+    """Record the wish to subscribe and queue a confirmation email when one is due.
+
+    The caller learns nothing about whether the address was new, pending or confirmed: every outcome
+    looks the same from outside, so the form cannot be used to find out who subscribes.
+    """
+    checks = [
+        ratelimit.Limit(f"signup:address:{request.email.value.lower()}", limits.per_address,
+                        limits.address_window_seconds),
+    ]
+    if evidence.ip:
+        checks.append(ratelimit.Limit(f"signup:ip:{evidence.ip}", limits.per_ip, limits.ip_window_seconds))
+    await ratelimit.hit(pool, checks)
+    row = await pool.fetchrow(
+        query("subscribe"),
+        request.email.value,
+        request.name.value,
+        request.list_slug.value,
+        evidence.source,
+        evidence.ip,
+        _clip(evidence.user_agent),
+        request_id,
+    )
+    assert row is not None
+    if not row["list_found"]:
+        raise UnknownList("Unknown list.")
+    log.info("subscription requested", list=request.list_slug.value, emails_queued=row["emails_queued"])
+
+
+class Confirmation(enum.Enum):
+    CONFIRMED = "confirmed"
+    ALREADY_CONFIRMED = "already_confirmed"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationResult:
+    outcome: Confirmation
+    list_name: str | None = None
+
+
+async def inspect_token(pool: asyncpg.Pool, raw_token: str) -> ConfirmationResult:
+    """What pressing Confirm would do, without doing it (link scanners fetch every GET)."""
+    token = Token.parse(raw_token)
+    if token is None:
+        return ConfirmationResult(Confirmation.UNKNOWN)
+    row = await pool.fetchrow(query("token_state"), token.digest)
+    if row is None:
+        return ConfirmationResult(Confirmation.UNKNOWN)
+    if row["used"]:
+        return ConfirmationResult(Confirmation.ALREADY_CONFIRMED, row["list_name"])
+    if row["expired"]:
+        return ConfirmationResult(Confirmation.EXPIRED, row["list_name"])
+    return ConfirmationResult(Confirmation.CONFIRMED, row["list_name"])
+
+
+async def confirm(pool: asyncpg.Pool, raw_token: str, evidence: Evidence) -> ConfirmationResult:
+    token = Token.parse(raw_token)
+    if token is None:
+        return ConfirmationResult(Confirmation.UNKNOWN)
+    row = await pool.fetchrow(query("confirm"), token.digest, evidence.ip, _clip(evidence.user_agent))
+    if row is None:
+        return ConfirmationResult(Confirmation.UNKNOWN)
+    if row["used_now"]:
+        log.info("subscription confirmed")
+        return ConfirmationResult(Confirmation.CONFIRMED, row["list_name"])
+    if row["expired"] and not row["used_before"]:
+        return ConfirmationResult(Confirmation.EXPIRED, row["list_name"])
+    # Used before, or used by a concurrent request a moment ago: either way the person is confirmed.
+    return ConfirmationResult(Confirmation.ALREADY_CONFIRMED, row["list_name"])
+
+
+async def resend_confirmation(
+    pool: asyncpg.Pool, raw_token: str, limits: SignupLimits, evidence: Evidence, request_id: str | None
+) -> bool:
+    """Queue a new confirmation email for the pending subscription behind an expired token."""
+    token = Token.parse(raw_token)
+    if token is None:
+        return False
+    checks = [
+        ratelimit.Limit(f"resend:token:{token.digest.hex()}", limits.per_address, limits.address_window_seconds)
+    ]
+    if evidence.ip:
+        checks.append(ratelimit.Limit(f"signup:ip:{evidence.ip}", limits.per_ip, limits.ip_window_seconds))
+    await ratelimit.hit(pool, checks)
+    row = await pool.fetchrow(query("resend_confirmation"), token.digest, request_id)
+    assert row is not None
+    return bool(row["emails_queued"])
+
+
+def _clip(user_agent: str | None) -> str | None:
+    return user_agent[:512] if user_agent else None

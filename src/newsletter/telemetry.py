@@ -1,0 +1,86 @@
+"""Logs and metrics: JSON log events (human-readable on a terminal) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+
+_SECRET_KEYS = ("password", "secret", "token", "authorization", "cookie", "database_url", "email_url")
+
+HTTP_REQUESTS = Counter(
+    "newsletter_http_requests_total", "HTTP requests answered.", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "newsletter_http_request_duration_seconds",
+    "Time to answer an HTTP request.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+DELIVERIES = Counter(
+    "newsletter_deliveries_total", "Delivery attempts settled, by kind and outcome.", ["kind", "status"]
+)
+DELIVERY_RETRIES = Counter("newsletter_delivery_retries_total", "Deliveries scheduled for another attempt.")
+TRANSPORT_ERRORS = Counter(
+    "newsletter_transport_errors_total", "Failed sends, by whether the failure is permanent.", ["permanent"]
+)
+SEND_LATENCY = Histogram(
+    "newsletter_send_batch_duration_seconds",
+    "Time for the transport to send one claimed batch.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+QUEUE_DEPTH = Gauge("newsletter_queue_depth", "Deliveries waiting to be sent.")
+QUEUE_OLDEST_AGE = Gauge("newsletter_queue_oldest_age_seconds", "Age of the oldest delivery waiting.")
+LEASES_RECLAIMED = Counter(
+    "newsletter_leases_reclaimed_total", "Deliveries taken back from a worker whose lease expired."
+)
+
+
+def _redact_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    event.pop("color_message", None)
+    for key in event:
+        if any(marker in key.lower() for marker in _SECRET_KEYS):
+            event[key] = "***"
+    return event
+
+
+def configure_logging(fmt: str = "auto", level: str = "info") -> None:
+    """One event per line: JSON for machines, coloured key=value on a terminal."""
+    json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact_secrets,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer(colors=True)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Requests are logged once, by our own middleware.
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True

@@ -1,0 +1,87 @@
+"""What every transport promises, and the one place that tells transient failures from permanent ones."""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import aiosmtplib
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEmail:
+    delivery_id: int
+    envelope_from: str
+    recipient: str
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    provider_message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: str
+    permanent: bool
+    # The recipient's own server refused this address for good: the address is suppressed.
+    recipient_rejected: bool = False
+    retry_after: float | None = None
+
+
+SendResult = Sent | Failed
+
+
+class Transport(Protocol):
+    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+        """Send each email; one result per email, in order. Never raises for a failed send."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def classify_smtp_error(error: BaseException) -> Failed:
+    """SMTP replies 4xx and every network problem are transient; 5xx replies are permanent."""
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
+        refusal = error.recipients[0]
+        return Failed(
+            error=f"{refusal.code} {refusal.message}",
+            permanent=refusal.code >= 500,
+            recipient_rejected=refusal.code >= 500,
+        )
+    if isinstance(error, aiosmtplib.SMTPAuthenticationError | aiosmtplib.SMTPConnectResponseError):
+        # A problem with our own server or credentials, not with this message: keep it until that is fixed.
+        return Failed(error=f"{error.code} {error.message}", permanent=False)
+    if isinstance(error, aiosmtplib.SMTPResponseException):
+        return Failed(error=f"{error.code} {error.message}", permanent=error.code >= 500)
+    return Failed(error=f"{type(error).__name__}: {error}".strip(": "), permanent=False)
+
+
+def classify_http_status(status: int, detail: str, retry_after_header: str | None = None) -> Failed:
+    """HTTP 429 and 5xx are transient (honouring Retry-After); any other 4xx is permanent."""
+    transient = status == 429 or status >= 500
+    return Failed(
+        error=f"HTTP {status}: {detail}"[:1000],
+        permanent=not transient,
+        retry_after=parse_retry_after(retry_after_header) if transient else None,
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After holds either a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

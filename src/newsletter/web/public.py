@@ -1,0 +1,288 @@
+"""The public pages and endpoints: sign-up, confirmation, health and metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+import asyncpg
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import UploadFile
+
+from newsletter.config import Settings
+from newsletter.domain.subscriber import InvalidInput, ListSlug, SubscriberEmail, SubscriberName
+from newsletter.services import subscriptions
+from newsletter.services.ratelimit import RateLimited
+from newsletter.services.subscriptions import Confirmation, Evidence, SignupLimits, SubscriptionRequest
+from newsletter.templating import environment
+from newsletter.web.problems import problem
+
+router = APIRouter()
+
+ACCEPTED_DETAIL = "If this address can be subscribed, a confirmation email is on its way. Please check your inbox."
+HONEYPOT_FIELD = "website"
+_FIELDS = ("email", "name", "list", HONEYPOT_FIELD)
+
+
+class BadRequest(Exception):
+    """The body could not be read at all (wrong type, broken encoding); answered with 400 or 415."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class FieldErrors(Exception):
+    """Fields that were read but are not acceptable; answered with 422 and a message per field."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("invalid fields")
+        self.errors = errors
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _limits(settings: Settings) -> SignupLimits:
+    return SignupLimits(
+        per_ip=settings.signup_ip_limit,
+        ip_window_seconds=settings.signup_ip_window_seconds,
+        per_address=settings.signup_address_limit,
+        address_window_seconds=settings.signup_address_window_seconds,
+    )
+
+
+def _evidence(request: Request, source: str) -> Evidence:
+    return Evidence(
+        ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+        source=source,
+    )
+
+
+def page(name: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    html = environment().get_template(f"pages/{name}.html").render(context)
+    return HTMLResponse(html, status_code=status, headers=headers)
+
+
+def _is_form(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def read_fields(request: Request, names: tuple[str, ...]) -> dict[str, str]:
+    """The named string fields of a form or JSON body; anything unreadable raises BadRequest."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/x-www-form-urlencoded":
+        body = await request.body()
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            raise BadRequest(400, "The request body is not valid UTF-8.") from None
+        values = dict(pairs)
+    elif content_type == "multipart/form-data":
+        form = await request.form(max_files=0, max_fields=20)
+        values = {}
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                raise BadRequest(400, "Files are not accepted here.")
+            values[key] = value
+    elif content_type == "application/json" or content_type.endswith("+json"):
+        body = await request.body()
+        try:
+            document = json.loads(body)
+        except UnicodeDecodeError:
+            raise BadRequest(400, "The request body is not valid UTF-8.") from None
+        except ValueError:
+            raise BadRequest(400, "The request body is not valid JSON.") from None
+        if not isinstance(document, dict):
+            raise BadRequest(400, "The request body must be a JSON object.")
+        values = {}
+        for key in names:
+            value = document.get(key)
+            if value is not None and not isinstance(value, str):
+                raise FieldErrors({key: "must be a string"})
+            if value is not None:
+                values[key] = value
+    else:
+        raise BadRequest(415, "Send the form as application/x-www-form-urlencoded or JSON.")
+    return {key: values[key] for key in names if key in values}
+
+
+def parse_subscription(fields: dict[str, str]) -> SubscriptionRequest:
+    errors: dict[str, str] = {}
+    parsed: dict[str, Any] = {}
+    for key, parser in (("email", SubscriberEmail), ("name", SubscriberName), ("list", ListSlug)):
+        raw = fields.get(key, "default" if key == "list" else "")
+        try:
+            parsed[key] = parser.parse(raw)  # type: ignore[attr-defined]
+        except InvalidInput as error:
+            errors[key] = str(error)
+    if errors:
+        raise FieldErrors(errors)
+    return SubscriptionRequest(email=parsed["email"], name=parsed["name"], list_slug=parsed["list"])
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def signup_page(request: Request, list: str = "default") -> HTMLResponse:
+    return page("signup", list_slug=list, values={}, errors={})
+
+
+_SUBSCRIBE_BODY = {
+    "type": "object",
+    "required": ["email"],
+    "properties": {
+        "email": {"type": "string", "maxLength": 254, "example": "ada@example.com"},
+        "name": {"type": "string", "maxLength": 256, "example": "Ada Lovelace"},
+        "list": {"type": "string", "description": "list slug", "default": "default"},
+    },
+}
+
+
+@router.post(
+    "/subscriptions",
+    status_code=202,
+    summary="Ask to subscribe (double opt-in)",
+    responses={
+        202: {"description": "Accepted; the same answer whether the address is new, pending or confirmed"},
+        422: {"description": "Invalid or missing fields (problem+json)"},
+        429: {"description": "Too many sign-ups from this address or network; see Retry-After"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _SUBSCRIBE_BODY},
+                "application/x-www-form-urlencoded": {"schema": _SUBSCRIBE_BODY},
+            },
+        }
+    },
+)
+async def subscribe(request: Request) -> Response:
+    is_form = _is_form(request)
+    fields: dict[str, str] = {}
+    try:
+        fields = await read_fields(request, _FIELDS)
+        subscription = parse_subscription(fields)
+    except BadRequest as error:
+        return problem(error.status, "Bad request", error.detail)
+    except FieldErrors as error:
+        if is_form:
+            return page("signup", 422, list_slug=fields.get("list", "default"), values=fields, errors=error.errors)
+        return problem(
+            422,
+            "Invalid subscription request",
+            "; ".join(f"{key}: {message}" for key, message in error.errors.items()),
+            errors=[{"field": key, "message": message} for key, message in error.errors.items()],
+        )
+    if fields.get(HONEYPOT_FIELD):
+        # A bot filled the field people cannot see: answer as usual and do nothing.
+        return _accepted(is_form)
+    settings = _settings(request)
+    try:
+        await subscriptions.subscribe(
+            _pool(request),
+            subscription,
+            _evidence(request, "form" if is_form else "api"),
+            _limits(settings),
+            request.state.request_id,
+        )
+    except subscriptions.UnknownList:
+        if is_form:
+            return page("signup", 422, list_slug="default", values=fields, errors={"list": "Unknown list."})
+        return problem(422, "Invalid subscription request", "list: Unknown list.",
+                       errors=[{"field": "list", "message": "Unknown list."}])
+    except RateLimited as limited:
+        return _too_many(is_form, limited.retry_after)
+    return _accepted(is_form)
+
+
+def _accepted(is_form: bool) -> Response:
+    if is_form:
+        return page("signup_done", 202)
+    return JSONResponse({"status": "accepted", "detail": ACCEPTED_DETAIL}, status_code=202)
+
+
+def _too_many(is_form: bool, retry_after: int) -> Response:
+    headers = {"Retry-After": str(retry_after)}
+    if is_form:
+        return page("rate_limited", 429, headers=headers, retry_after=retry_after)
+    return problem(429, "Too many requests", f"Please try again in {retry_after} seconds.", headers=headers)
+
+
+@router.get("/subscriptions/confirm", response_class=HTMLResponse, summary="The confirmation page")
+async def confirmation_page(request: Request, token: str = "") -> HTMLResponse:
+    result = await subscriptions.inspect_token(_pool(request), token)
+    return _confirmation_response(result, token, pending_page="confirm")
+
+
+@router.post("/subscriptions/confirm", response_class=HTMLResponse, summary="Confirm a subscription")
+async def confirm(request: Request) -> Response:
+    try:
+        fields = await read_fields(request, ("token",))
+    except (BadRequest, FieldErrors):
+        return page("not_found", 404)
+    token = fields.get("token", "")
+    result = await subscriptions.confirm(_pool(request), token, _evidence(request, "form"))
+    return _confirmation_response(result, token, pending_page="confirmed")
+
+
+def _confirmation_response(
+    result: subscriptions.ConfirmationResult, token: str, *, pending_page: str
+) -> HTMLResponse:
+    if result.outcome is Confirmation.UNKNOWN:
+        return page("not_found", 404)
+    if result.outcome is Confirmation.EXPIRED:
+        return page("confirm_expired", 410, token=token, list_name=result.list_name)
+    if result.outcome is Confirmation.ALREADY_CONFIRMED:
+        return page("confirmed", list_name=result.list_name)
+    return page(pending_page, token=token, list_name=result.list_name)
+
+
+@router.post("/subscriptions/confirm/resend", response_class=HTMLResponse, summary="Ask for a new link")
+async def resend_confirmation(request: Request) -> Response:
+    try:
+        fields = await read_fields(request, ("token",))
+    except (BadRequest, FieldErrors):
+        return page("not_found", 404)
+    try:
+        await subscriptions.resend_confirmation(
+            _pool(request),
+            fields.get("token", ""),
+            _limits(_settings(request)),
+            _evidence(request, "form"),
+            request.state.request_id,
+        )
+    except RateLimited as limited:
+        return _too_many(True, limited.retry_after)
+    return page("signup_done", 202)
+
+
+@router.get("/health/live", summary="The process is up")
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/health/ready", summary="The database answers", responses={503: {"description": "Database down"}})
+async def ready(request: Request) -> Response:
+    try:
+        await _pool(request).fetchval("SELECT 1", timeout=2)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+        return problem(503, "Not ready", f"The database is unreachable: {type(error).__name__}")
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
