@@ -40,6 +40,8 @@ class Outcome:
     error: str | None = None
     provider_id: str | None = None
     delay: float = 0.0
+    # The recipient's server refused the address for good: it goes on the suppression list.
+    suppress: bool = False
 
 
 @dataclass(slots=True)
@@ -171,8 +173,7 @@ class DeliveryWorker:
             if row["age_seconds"] > self.settings.retry_max_age_seconds:
                 delay = None
         if delay is None:
-            status = "bounced" if result.recipient_rejected else "failed"
-            return Outcome(row, status, result.error)
+            return Outcome(row, "failed", result.error, suppress=result.recipient_rejected)
         telemetry.DELIVERY_RETRIES.inc()
         return Outcome(row, "queued", result.error, delay=delay)
 
@@ -191,7 +192,7 @@ class DeliveryWorker:
                         [o.provider_id for o in outcomes],
                         [o.delay for o in outcomes],
                     )
-                    rejected = [o for o in outcomes if o.status == "bounced"]
+                    rejected = [o for o in outcomes if o.suppress]
                     if rejected:
                         await conn.execute(
                             query("suppress_addresses"),

@@ -1,0 +1,203 @@
+"""The test harness: a real database per test, a real SMTP server, and the real app on a random port."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import re
+import socket
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+import uvicorn
+from aiosmtpd.controller import Controller
+
+from newsletter.app import build_app, create_pool
+from newsletter.config import Settings
+from newsletter.transports import transport_from_settings
+from newsletter.worker.delivery import DeliveryWorker
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def with_database(url: str, name: str) -> str:
+    return urlsplit(url)._replace(path=f"/{name}").geturl()
+
+
+@dataclass
+class ReceivedEmail:
+    mail_from: str
+    recipients: list[str]
+    raw: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = email.message_from_bytes(self.raw, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    def body(self, subtype: str) -> str:
+        part = self.message.get_body(preferencelist=(subtype,))
+        assert part is not None, f"no text/{subtype} part"
+        content = part.get_content()
+        assert isinstance(content, str)
+        return content
+
+    def links(self, subtype: str) -> list[str]:
+        pattern = r'href="([^"]+)"' if subtype == "html" else r"(https?://\S+)"
+        return list(dict.fromkeys(re.findall(pattern, self.body(subtype))))
+
+
+@dataclass
+class SMTPHandler:
+    """Records what it accepts; replies can be scripted per recipient or for the next RCPT commands."""
+
+    received: list[ReceivedEmail] = field(default_factory=list)
+    next_rcpt_replies: deque[str] = field(default_factory=deque)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address in self.rejected:
+            return self.rejected[address]
+        if self.next_rcpt_replies:
+            return self.next_rcpt_replies.popleft()
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(ReceivedEmail(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        return "250 2.0.0 Ok: queued"
+
+
+class SMTPServer:
+    """A real SMTP server (aiosmtpd) on a port of its own; it can be stopped and started again."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.handler = SMTPHandler()
+        self._controller: Controller | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    @property
+    def received(self) -> list[ReceivedEmail]:
+        return self.handler.received
+
+    def start(self) -> None:
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def to(self, address: str) -> list[ReceivedEmail]:
+        return [item for item in self.received if address in item.recipients]
+
+
+class TestApp:
+    __test__ = False  # a helper, not a test class
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, smtp: SMTPServer, client: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.smtp = smtp
+        self.client = client
+        self.worker = DeliveryWorker(pool, transport_from_settings(settings), settings)
+
+    async def subscribe(self, email: str, name: str = "", **extra: Any) -> httpx.Response:
+        return await self.client.post("/subscriptions", json={"email": email, "name": name, **extra})
+
+    async def subscribe_form(self, email: str, name: str = "", **extra: Any) -> httpx.Response:
+        return await self.client.post("/subscriptions", data={"email": email, "name": name, **extra})
+
+    async def dispatch_all_pending(self) -> int:
+        return await self.worker.drain()
+
+    def confirmation_links(self, address: str) -> list[str]:
+        links = []
+        for received in self.smtp.to(address):
+            text_links = received.links("plain")
+            assert text_links == received.links("html"), "the text and HTML parts link to different places"
+            links.extend(text_links)
+        return links
+
+    def token_of(self, link: str) -> str:
+        query = urlsplit(link).query
+        assert query.startswith("token=")
+        return query.removeprefix("token=")
+
+    async def confirm(self, link: str) -> httpx.Response:
+        return await self.client.post("/subscriptions/confirm", data={"token": self.token_of(link)})
+
+    async def subscription_status(self, address: str, list_slug: str = "default") -> str | None:
+        status: str | None = await self.pool.fetchval(
+            """
+            SELECT subscriptions.status FROM subscriptions
+            JOIN subscribers ON subscribers.id = subscriptions.subscriber_id
+            JOIN lists ON lists.id = subscriptions.list_id
+            WHERE lower(subscribers.email) = lower($1) AND lists.slug = $2
+            """,
+            address,
+            list_slug,
+        )
+        return status
+
+    async def deliveries(self, address: str) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self.pool.fetch(
+            "SELECT * FROM deliveries WHERE lower(recipient) = lower($1) ORDER BY id", address
+        )
+        return rows
+
+
+@asynccontextmanager
+async def spawn_app(database_url: str, smtp: SMTPServer, **overrides: Any) -> AsyncIterator[TestApp]:
+    """The real application on 127.0.0.1 and a port picked by the OS, as the composition root builds it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "email_url": smtp.url,
+        "base_url": f"http://127.0.0.1:{port}",
+        "retry_base_seconds": 0.01,
+        "retry_max_seconds": 0.05,
+        "smtp_timeout_seconds": 5,
+        "pool_min_size": 1,
+        "pool_max_size": 5,
+        "log_format": "json",
+    }
+    values.update(overrides)
+    settings = Settings(**values)
+    pool = await create_pool(database_url, settings)
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(settings, pool), log_config=None, access_log=False, lifespan="off")
+    )
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        async with httpx.AsyncClient(base_url=settings.base_url, timeout=10) as client:
+            app = TestApp(settings, pool, smtp, client)
+            yield app
+            await app.worker.transport.close()
+    finally:
+        server.should_exit = True
+        await serving
+        await pool.close()
+        sock.close()
