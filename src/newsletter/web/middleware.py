@@ -21,6 +21,9 @@ CONTENT_SECURITY_POLICY = (
     "frame-ancestors 'none'; base-uri 'none'"
 )
 _DOCS_PATHS = ("/docs", "/redoc")
+# A client streaming an oversized body (no Content-Length) only sees our 413 if we read what it sends; past
+# this much we stop reading and let the connection drop.
+_DRAIN_LIMIT = 16 * 1024 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -59,14 +62,18 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
+        body_state = {"done": False}
         try:
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                body_state["declared_too_large"] = True
                 raise BodyTooLarge
-            await self.app(scope, self._limited(receive), send_with_headers)
+            await self.app(scope, self._limited(receive, body_state), send_with_headers)
         except BodyTooLarge:
             if response_started:
                 raise
+            if not body_state["done"] and not body_state.get("declared_too_large"):
+                await _drain(receive)
             await self._too_large(send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
@@ -79,7 +86,7 @@ class RequestContextMiddleware:
             )
             structlog.contextvars.unbind_contextvars("request_id")
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, state: dict[str, bool]) -> Receive:
         received = 0
 
         async def limited_receive() -> Message:
@@ -87,6 +94,7 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                state["done"] = not message.get("more_body", False)
                 if received > self.max_body_bytes:
                     raise BodyTooLarge
             return message
@@ -105,6 +113,17 @@ class RequestContextMiddleware:
                         (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
         })
         await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive) -> None:
+    drained = 0
+    while drained < _DRAIN_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        drained += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _route_of(scope: dict[str, Any]) -> str:
