@@ -60,11 +60,13 @@ class DeliveryWorker:
         self._sender = settings.sender_address
         self._envelope_from = self._sender.addr_spec
         self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Deliver until `stopping` is set; a batch in flight is always finished and recorded first."""
         log.info("worker started", transport=self.settings.email.scheme)
-        listener = asyncio.create_task(self._listen(stopping))
+        self._closing.clear()
+        listener = asyncio.create_task(self._listen())
         next_housekeeping = 0.0
         try:
             while not stopping.is_set():
@@ -81,9 +83,9 @@ class DeliveryWorker:
                 self._wake.clear()
                 await _wait_any(stopping, self._wake, timeout=self.settings.poll_interval_seconds)
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            # The listener stops by itself within a second; cancelling it could strand its connection.
+            self._closing.set()
+            await listener
             await self.transport.close()
             log.info("worker stopped")
 
@@ -224,22 +226,22 @@ class DeliveryWorker:
                 )
         log.info("delivery batch", deliveries=len(outcomes), **counts)
 
-    async def _listen(self, stopping: asyncio.Event) -> None:
+    async def _listen(self) -> None:
         """Wake on NOTIFY; reconnect if the connection drops (polling covers the gap)."""
 
         def wake(*_: Any) -> None:
             self._wake.set()
 
-        while not stopping.is_set():
+        while not self._closing.is_set():
             try:
                 conn = await self.pool.acquire()
             except DATABASE_ERRORS:
-                await _sleep_unless(stopping, 1.0)
+                await _sleep_unless(self._closing, 1.0)
                 continue
             try:
                 await conn.add_listener(WAKE_CHANNEL, wake)
-                while not stopping.is_set() and not conn.is_closed():
-                    await _sleep_unless(stopping, 1.0)
+                while not self._closing.is_set() and not conn.is_closed():
+                    await _sleep_unless(self._closing, 1.0)
             except DATABASE_ERRORS:
                 pass
             finally:
