@@ -1,4 +1,4 @@
-"""Shared fixtures: one PostgreSQL server for the run, a fresh database per test cloned from a migrated template.
+"""Shared fixtures: one PostgreSQL server per run, a fresh database per test cloned from a migrated template.
 
 `DATABASE_URL` points the tests at an existing server; without it an embedded PostgreSQL is started.
 """

@@ -77,7 +77,9 @@ class SMTPHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.received.append(ReceivedEmail(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        self.received.append(
+            ReceivedEmail(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
         return "250 2.0.0 Ok: queued"
 
 
@@ -113,7 +115,9 @@ class SMTPServer:
 class TestApp:
     __test__ = False  # a helper, not a test class
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, smtp: SMTPServer, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, smtp: SMTPServer, client: httpx.AsyncClient
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.smtp = smtp

@@ -50,16 +50,20 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
             {"field": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
             for item in error.errors()
         ]
-        return problem(422, "Invalid request", "The request does not match the expected shape.", errors=errors)
+        return problem(
+            422, "Invalid request", "The request does not match the expected shape.", errors=errors
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> Response:
-        return problem(error.status_code, str(error.detail), headers=error.headers)
+        return problem(error.status_code, str(error.detail), headers=dict(error.headers or {}))
 
     async def database_down(_: Request, error: Exception) -> Response:
         log.warning("database unavailable", error=str(error))
         return problem(
-            503, "Service unavailable", "The database is not answering; try again shortly.",
+            503,
+            "Service unavailable",
+            "The database is not answering; try again shortly.",
             headers={"Retry-After": "5"},
         )
 
@@ -121,7 +125,7 @@ async def apply_migrations(pool: asyncpg.Pool) -> None:
 
 
 class _Server(uvicorn.Server):
-    """Uvicorn without its own signal handling: the process's handlers stop the server and the worker together."""
+    """Uvicorn without its own signal handlers: ours stop the server and the worker together."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Any:
@@ -164,8 +168,10 @@ async def run_processes(settings: Settings, *, http: bool, worker: bool, migrate
                 )
                 server = _Server(config)
                 tasks.append(asyncio.create_task(server.serve()))
-                log.info("listening", url=f"http://{settings.host}:{settings.port}", base_url=settings.base_url)
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                log.info(
+                    "listening", url=f"http://{settings.host}:{settings.port}", base_url=settings.base_url
+                )
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             stop()
             await asyncio.gather(*tasks)
         finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import click
@@ -20,7 +20,8 @@ def _settings(**overrides: Any) -> Settings:
         settings.check_production()
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'setting'}: {item['msg']}" for item in error.errors()
+            f"{'.'.join(str(part) for part in item['loc']) or 'setting'}: {item['msg']}"
+            for item in error.errors()
         )
         raise click.ClickException(f"invalid configuration: {problems}") from None
     except ConfigError as error:
@@ -30,11 +31,14 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
-        from uvloop import new_event_loop
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
     except ImportError:
-        new_event_loop = asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(coroutine)
 
 

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SECRET_KEY_FILE = "secret_key"
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
 
 
 class ConfigError(ValueError):
@@ -53,7 +53,9 @@ class EmailURL:
             )
         if parts.scheme == "file":
             if not parts.path:
-                raise ConfigError("NEWSLETTER_EMAIL_URL: a file:// URL needs a directory, e.g. file:///var/mail")
+                raise ConfigError(
+                    "NEWSLETTER_EMAIL_URL: a file:// URL needs a directory, e.g. file:///var/mail"
+                )
             return cls(scheme="file", path=Path(unquote(parts.path)))
         if parts.scheme == "postmark":
             if not parts.username:

@@ -24,8 +24,11 @@ pytestmark = pytest.mark.asyncio
 @contextmanager
 def newsletter(*args: str, env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", *args], env=env, cwd=cwd,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "newsletter", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield process
@@ -136,11 +139,14 @@ async def test_sigkill_after_signup_commits_and_before_the_email_is_sent(
     )
     conn = await asyncpg.connect(database_url)
     try:
-        with newsletter("run", env={**env, "NEWSLETTER_EMAIL_URL": f"smtp://127.0.0.1:{stalling_port}"},
-                        cwd=tmp_path) as process:
+        with newsletter(
+            "run", env={**env, "NEWSLETTER_EMAIL_URL": f"smtp://127.0.0.1:{stalling_port}"}, cwd=tmp_path
+        ) as process:
             await wait_until_up(url, process)
             async with httpx.AsyncClient(base_url=url) as client:
-                assert (await client.post("/subscriptions", json={"email": "ada@example.com"})).status_code == 202
+                assert (
+                    await client.post("/subscriptions", json={"email": "ada@example.com"})
+                ).status_code == 202
 
             async def claimed() -> bool:
                 return await conn.fetchval("SELECT status FROM deliveries") == "sending"
@@ -179,8 +185,12 @@ async def test_config_check_redacts_secrets(tmp_path: Path) -> None:
         NEWSLETTER_SECRET_KEY="hunter2-secret-key-that-is-long-enough",
     )
     result = subprocess.run(
-        [sys.executable, "-m", "newsletter", "config", "check"], env=env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "newsletter", "config", "check"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert result.returncode == 0, result.stderr
@@ -192,8 +202,12 @@ async def test_config_check_redacts_secrets(tmp_path: Path) -> None:
 async def test_production_mode_refuses_default_secrets_and_plain_http(tmp_path: Path) -> None:
     env = base_env(NEWSLETTER_ENV="production", NEWSLETTER_BASE_URL="http://news.example.com")
     result = subprocess.run(
-        [sys.executable, "-m", "newsletter", "run"], env=env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "newsletter", "run"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert result.returncode != 0

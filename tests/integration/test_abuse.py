@@ -82,7 +82,9 @@ async def test_multipart_forms_are_accepted_but_files_are_not(app: TestApp) -> N
     assert with_file.status_code == 400
 
 
-async def test_signups_beyond_the_per_address_limit_get_429_with_retry_after(database_url: str, smtp: SMTPServer) -> None:
+async def test_signups_beyond_the_per_address_limit_get_429_with_retry_after(
+    database_url: str, smtp: SMTPServer
+) -> None:
     async with spawn_app(database_url, smtp, signup_address_limit=3) as app:
         statuses = [(await app.subscribe("target@example.com")).status_code for _ in range(5)]
         other = await app.subscribe("other@example.com")
@@ -96,7 +98,9 @@ async def test_signups_beyond_the_per_address_limit_get_429_with_retry_after(dat
         assert len(smtp.to("target@example.com")) == 3
 
 
-async def test_signups_beyond_the_per_ip_limit_get_429_with_retry_after(database_url: str, smtp: SMTPServer) -> None:
+async def test_signups_beyond_the_per_ip_limit_get_429_with_retry_after(
+    database_url: str, smtp: SMTPServer
+) -> None:
     async with spawn_app(database_url, smtp, signup_ip_limit=4, signup_ip_window_seconds=600) as app:
         statuses = [(await app.subscribe(f"person{n}@example.com")).status_code for n in range(6)]
         form = await app.subscribe_form("formperson@example.com")

@@ -1,4 +1,4 @@
-"""The outbox: confirmation emails survive SMTP outages, retry transient failures, never retry permanent ones."""
+"""The outbox: emails survive SMTP outages, transient failures are retried, permanent ones never."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ async def test_an_expired_lease_is_reclaimed_and_sent_once(database_url: str, sm
         await app.subscribe("ada@example.com")
         # A worker claims the row and dies before sending: nothing settles it.
         await app.pool.execute(
-            "UPDATE deliveries SET status = 'sending', attempts = 1, lease_until = now() + interval '0.2 seconds'"
+            "UPDATE deliveries SET status = 'sending', attempts = 1, lease_until = now() + interval '0.2 s'"
         )
         assert await app.dispatch_all_pending() == 0
 

@@ -31,8 +31,13 @@ async def test_two_processes_migrating_at_once_both_succeed(empty_database_url: 
     env = {**os.environ, "DATABASE_URL": empty_database_url}
     runs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "newsletter", "migrate", env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "newsletter",
+            "migrate",
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         for _ in range(2)
     ]

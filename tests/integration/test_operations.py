@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 
 from tests.conftest import drop_database
@@ -30,7 +32,10 @@ async def test_the_openapi_description_lists_the_public_endpoints(app: TestApp) 
     spec = (await app.client.get("/openapi.json")).json()
 
     assert {"/subscriptions", "/subscriptions/confirm", "/health/ready"} <= set(spec["paths"])
-    assert "application/x-www-form-urlencoded" in spec["paths"]["/subscriptions"]["post"]["requestBody"]["content"]
+    assert (
+        "application/x-www-form-urlencoded"
+        in spec["paths"]["/subscriptions"]["post"]["requestBody"]["content"]
+    )
 
 
 async def test_pages_send_security_headers(app: TestApp) -> None:
@@ -46,7 +51,7 @@ async def test_a_dead_database_gets_503_and_ready_says_so(
     postgres_url: str, database_url: str, smtp: SMTPServer
 ) -> None:
     async with spawn_app(database_url, smtp) as app:
-        name = database_url.rsplit("/", 1)[1].split("?")[0]
+        name = urlsplit(database_url).path.lstrip("/")
         await drop_database(postgres_url, name)  # terminates every connection, and the database is gone
 
         ready = await app.client.get("/health/ready")

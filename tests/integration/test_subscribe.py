@@ -139,8 +139,12 @@ async def test_honeypot_filled_by_a_bot_is_answered_the_same_and_ignored(app: Te
 
 
 async def test_a_suppressed_or_blocklisted_address_gets_no_email(app: TestApp) -> None:
-    await app.pool.execute("INSERT INTO suppressions (email, reason) VALUES ('gone@example.com', 'hard_bounce')")
-    await app.pool.execute("INSERT INTO subscribers (email, status) VALUES ('blocked@example.com', 'blocklisted')")
+    await app.pool.execute(
+        "INSERT INTO suppressions (email, reason) VALUES ('gone@example.com', 'hard_bounce')"
+    )
+    await app.pool.execute(
+        "INSERT INTO subscribers (email, status) VALUES ('blocked@example.com', 'blocklisted')"
+    )
 
     assert (await app.subscribe("gone@example.com")).status_code == 202
     assert (await app.subscribe("blocked@example.com")).status_code == 202

@@ -18,7 +18,8 @@ def start_embedded(data_dir: Path) -> tuple[str, Any]:
         import pgserver
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+        pgdata = data_dir.resolve() / "postgres"
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     return str(server.get_uri()), server
 
 

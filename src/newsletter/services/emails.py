@@ -49,4 +49,3 @@ def to_mime(
     message.set_content(rendered.text, cte="quoted-printable")
     message.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
     return message.as_bytes()
-

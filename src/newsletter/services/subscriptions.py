@@ -57,8 +57,9 @@ async def subscribe(
     looks the same from outside, so the form cannot be used to find out who subscribes.
     """
     checks = [
-        ratelimit.Limit(f"signup:address:{request.email.value.lower()}", limits.per_address,
-                        limits.address_window_seconds),
+        ratelimit.Limit(
+            f"signup:address:{request.email.value.lower()}", limits.per_address, limits.address_window_seconds
+        ),
     ]
     if evidence.ip:
         checks.append(ratelimit.Limit(f"signup:ip:{evidence.ip}", limits.per_ip, limits.ip_window_seconds))
@@ -131,7 +132,9 @@ async def resend_confirmation(
     if token is None:
         return False
     checks = [
-        ratelimit.Limit(f"resend:token:{token.digest.hex()}", limits.per_address, limits.address_window_seconds)
+        ratelimit.Limit(
+            f"resend:token:{token.digest.hex()}", limits.per_address, limits.address_window_seconds
+        )
     ]
     if evidence.ip:
         checks.append(ratelimit.Limit(f"signup:ip:{evidence.ip}", limits.per_ip, limits.ip_window_seconds))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from newsletter.transports.base import Failed, OutgoingEmail, Sent, SendResult
+from newsletter.transports.base import Failed, OutgoingEmail, SendResult, Sent
 
 
 class FileTransport:

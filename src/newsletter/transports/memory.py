@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from newsletter.transports.base import OutgoingEmail, Sent, SendResult
+from newsletter.transports.base import OutgoingEmail, SendResult, Sent
 
 
 class MemoryTransport:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import aiosmtplib
 
 from newsletter.config import EmailURL
-from newsletter.transports.base import OutgoingEmail, Sent, SendResult, classify_smtp_error
+from newsletter.transports.base import OutgoingEmail, SendResult, Sent, classify_smtp_error
 
 
 class SMTPTransport:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,11 +53,16 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                extra = [(b"x-request-id", request_id.encode()), (b"x-content-type-options", b"nosniff"),
-                         (b"referrer-policy", b"no-referrer")]
+                extra = [
+                    (b"x-request-id", request_id.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                ]
                 if not path.startswith(_DOCS_PATHS):
-                    extra += [(b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-                              (b"x-frame-options", b"DENY")]
+                    extra += [
+                        (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+                        (b"x-frame-options", b"DENY"),
+                    ]
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
@@ -81,7 +85,11 @@ class RequestContextMiddleware:
             telemetry.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
             telemetry.HTTP_LATENCY.labels(scope["method"], route).observe(elapsed)
             log.info(
-                "request", method=scope["method"], path=path, route=route, status=status,
+                "request",
+                method=scope["method"],
+                path=path,
+                route=route,
+                status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id")
@@ -106,12 +114,17 @@ class RequestContextMiddleware:
             b'{"type":"about:blank","title":"Request body too large","status":413,'
             b'"detail":"The request body is larger than this server accepts."}'
         )
-        await send({
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/problem+json"),
-                        (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -126,6 +139,6 @@ async def _drain(receive: Receive) -> None:
             return
 
 
-def _route_of(scope: dict[str, Any]) -> str:
+def _route_of(scope: Scope) -> str:
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"

@@ -22,7 +22,9 @@ from newsletter.web.problems import problem
 
 router = APIRouter()
 
-ACCEPTED_DETAIL = "If this address can be subscribed, a confirmation email is on its way. Please check your inbox."
+ACCEPTED_DETAIL = (
+    "If this address can be subscribed, a confirmation email is on its way. Please check your inbox."
+)
 HONEYPOT_FIELD = "website"
 _FIELDS = ("email", "name", "list", HONEYPOT_FIELD)
 
@@ -90,14 +92,14 @@ async def read_fields(request: Request, names: tuple[str, ...]) -> dict[str, str
             pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
         except UnicodeDecodeError:
             raise BadRequest(400, "The request body is not valid UTF-8.") from None
-        values = dict(pairs)
+        values: dict[str, str] = dict(pairs)
     elif content_type == "multipart/form-data":
         form = await request.form(max_files=0, max_fields=20)
         values = {}
-        for key, value in form.multi_items():
-            if isinstance(value, UploadFile):
+        for key, item in form.multi_items():
+            if isinstance(item, UploadFile):
                 raise BadRequest(400, "Files are not accepted here.")
-            values[key] = value
+            values[key] = item
     elif content_type == "application/json" or content_type.endswith("+json"):
         body = await request.body()
         try:
@@ -110,11 +112,11 @@ async def read_fields(request: Request, names: tuple[str, ...]) -> dict[str, str
             raise BadRequest(400, "The request body must be a JSON object.")
         values = {}
         for key in names:
-            value = document.get(key)
-            if value is not None and not isinstance(value, str):
+            field = document.get(key)
+            if field is not None and not isinstance(field, str):
                 raise FieldErrors({key: "must be a string"})
-            if value is not None:
-                values[key] = value
+            if field is not None:
+                values[key] = field
     else:
         raise BadRequest(415, "Send the form as application/x-www-form-urlencoded or JSON.")
     return {key: values[key] for key in names if key in values}
@@ -126,7 +128,7 @@ def parse_subscription(fields: dict[str, str]) -> SubscriptionRequest:
     for key, parser in (("email", SubscriberEmail), ("name", SubscriberName), ("list", ListSlug)):
         raw = fields.get(key, "default" if key == "list" else "")
         try:
-            parsed[key] = parser.parse(raw)  # type: ignore[attr-defined]
+            parsed[key] = parser.parse(raw)
         except InvalidInput as error:
             errors[key] = str(error)
     if errors:
@@ -179,7 +181,9 @@ async def subscribe(request: Request) -> Response:
         return problem(error.status, "Bad request", error.detail)
     except FieldErrors as error:
         if is_form:
-            return page("signup", 422, list_slug=fields.get("list", "default"), values=fields, errors=error.errors)
+            return page(
+                "signup", 422, list_slug=fields.get("list", "default"), values=fields, errors=error.errors
+            )
         return problem(
             422,
             "Invalid subscription request",
@@ -201,8 +205,12 @@ async def subscribe(request: Request) -> Response:
     except subscriptions.UnknownList:
         if is_form:
             return page("signup", 422, list_slug="default", values=fields, errors={"list": "Unknown list."})
-        return problem(422, "Invalid subscription request", "list: Unknown list.",
-                       errors=[{"field": "list", "message": "Unknown list."}])
+        return problem(
+            422,
+            "Invalid subscription request",
+            "list: Unknown list.",
+            errors=[{"field": "list", "message": "Unknown list."}],
+        )
     except RateLimited as limited:
         return _too_many(is_form, limited.retry_after)
     return _accepted(is_form)
@@ -274,7 +282,9 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/health/ready", summary="The database answers", responses={503: {"description": "Database down"}})
+@router.get(
+    "/health/ready", summary="The database answers", responses={503: {"description": "Database down"}}
+)
 async def ready(request: Request) -> Response:
     try:
         await _pool(request).fetchval("SELECT 1", timeout=2)

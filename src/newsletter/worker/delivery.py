@@ -56,7 +56,9 @@ class DeliveryWorker:
         self.pool = pool
         self.transport = transport
         self.settings = settings
-        self.retry = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds, settings.max_attempts)
+        self.retry = RetryPolicy(
+            settings.retry_base_seconds, settings.retry_max_seconds, settings.max_attempts
+        )
         self._sender = settings.sender_address
         self._envelope_from = self._sender.addr_spec
         self._wake = asyncio.Event()
@@ -81,7 +83,7 @@ class DeliveryWorker:
                     await _sleep_unless(stopping, 1.0)
                     continue
                 self._wake.clear()
-                await _wait_any(stopping, self._wake, timeout=self.settings.poll_interval_seconds)
+                await _wait_any(stopping, self._wake, seconds=self.settings.poll_interval_seconds)
         finally:
             # The listener stops by itself within a second; cancelling it could strand its connection.
             self._closing.set()
@@ -134,9 +136,7 @@ class DeliveryWorker:
             elif row["kind"] == "confirmation":
                 if row["subscription_status"] != "pending":
                     # Confirmed by an earlier email, unsubscribed or erased since this one was queued.
-                    batch.outcomes.append(
-                        Outcome(row, "cancelled", "subscription no longer pending")
-                    )
+                    batch.outcomes.append(Outcome(row, "cancelled", "subscription no longer pending"))
                 else:
                     confirmations.append((row, Token.generate()))
             else:
@@ -257,10 +257,10 @@ async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stopping.wait(), timeout=seconds)
 
 
-async def _wait_any(first: asyncio.Event, second: asyncio.Event, *, timeout: float) -> None:
+async def _wait_any(first: asyncio.Event, second: asyncio.Event, *, seconds: float) -> None:
     waiters = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
     try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()

@@ -12,7 +12,9 @@ class RetryPolicy:
     max_seconds: float
     max_attempts: int
 
-    def delay(self, attempts: int, retry_after: float | None = None, rng: random.Random | None = None) -> float | None:
+    def delay(
+        self, attempts: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float | None:
         """Seconds to wait before the next attempt, or None when `attempts` were the last allowed."""
         if attempts >= self.max_attempts:
             return None

@@ -1,0 +1,123 @@
+"""The retry policy, the failure classification and the one rendering path."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import random
+from email.headerregistry import Address
+
+import aiosmtplib
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from newsletter.services.emails import RenderedEmail, render, to_mime
+from newsletter.transports.base import classify_http_status, classify_smtp_error, parse_retry_after
+from newsletter.worker.retry import RetryPolicy
+
+
+@given(
+    st.integers(min_value=1, max_value=50),
+    st.floats(min_value=0.001, max_value=100),
+    st.floats(min_value=0.001, max_value=10_000),
+    st.randoms(),
+)
+def test_backoff_is_full_jitter_within_the_exponential_ceiling(
+    attempts: int, base: float, cap: float, rng: random.Random
+) -> None:
+    policy = RetryPolicy(base, cap, max_attempts=100)
+    delay = policy.delay(attempts, rng=rng)
+    assert delay is not None
+    assert 0 <= delay <= min(cap, base * 2 ** (attempts - 1))
+
+
+@given(st.integers(min_value=1, max_value=20), st.floats(min_value=0, max_value=3600))
+def test_retry_after_is_honoured(attempts: int, retry_after: float) -> None:
+    delay = RetryPolicy(0.1, 1, max_attempts=100).delay(attempts, retry_after)
+    assert delay is not None and delay >= retry_after
+
+
+def test_no_delay_after_the_last_attempt() -> None:
+    policy = RetryPolicy(1, 10, max_attempts=3)
+    assert policy.delay(2) is not None
+    assert policy.delay(3) is None
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent", "rejected"),
+    [
+        (
+            aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "no such user", "a@b.c")]),
+            True,
+            True,
+        ),
+        (
+            aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(451, "greylisted", "a@b.c")]),
+            False,
+            False,
+        ),
+        (aiosmtplib.SMTPDataError(554, "spam"), True, False),
+        (aiosmtplib.SMTPDataError(452, "full"), False, False),
+        (aiosmtplib.SMTPSenderRefused(553, "bad sender", "s@x"), True, False),
+        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), False, False),
+        (aiosmtplib.SMTPConnectError("refused"), False, False),
+        (aiosmtplib.SMTPServerDisconnected("gone"), False, False),
+        (aiosmtplib.SMTPTimeoutError("slow"), False, False),
+        (ConnectionResetError("reset"), False, False),
+    ],
+)
+def test_smtp_failures_are_classified_in_one_place(
+    error: BaseException, permanent: bool, rejected: bool
+) -> None:
+    failed = classify_smtp_error(error)
+    assert (failed.permanent, failed.recipient_rejected) == (permanent, rejected)
+    assert failed.error
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"), [(400, True), (401, True), (422, True), (429, False), (500, False), (503, False)]
+)
+def test_http_statuses_are_classified(status: int, permanent: bool) -> None:
+    assert classify_http_status(status, "x", "7").permanent is permanent
+
+
+def test_retry_after_accepts_seconds_and_dates() -> None:
+    assert parse_retry_after("120") == 120
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_rendered_messages_are_multipart_alternative_with_the_required_headers() -> None:
+    rendered = render(
+        "confirmation", list_name="Weekly", link="https://x.example/c?token=abc", valid_hours=48
+    )
+    raw = to_mime(rendered, sender=Address("News", "news", "example.com"), recipient="ada@example.com")
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+
+    assert message.get_content_type() == "multipart/alternative"
+    assert message["From"] == "News <news@example.com>"
+    assert message["Message-ID"].endswith("@example.com>")
+    assert message["Date"]
+    assert "https://x.example/c?token=abc" in message.get_body(("plain",)).get_content()
+    assert 'href="https://x.example/c?token=abc"' in message.get_body(("html",)).get_content()
+
+
+def test_html_bodies_escape_what_they_show() -> None:
+    rendered = render("confirmation", list_name="<b>Weekly</b>", link="https://x/?a=1&b=2", valid_hours=48)
+    assert "<b>Weekly</b>" not in rendered.html
+    assert "&lt;b&gt;Weekly&lt;/b&gt;" in rendered.html
+
+
+@given(st.text(min_size=1, max_size=20), st.sampled_from(["\r\n", "\n", "\r"]), st.text(max_size=20))
+def test_no_header_value_can_carry_a_line_break(before: str, newline: str, after: str) -> None:
+    rendered = RenderedEmail(
+        subject=f"{before}{newline}Bcc: victim@example.com{after}", text="t", html="<p>h</p>"
+    )
+    try:
+        raw = to_mime(rendered, sender=Address("N", "n", "example.com"), recipient="ada@example.com")
+    except ValueError:
+        return
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message["Bcc"] is None
