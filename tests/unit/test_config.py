@@ -74,7 +74,7 @@ def test_redacted_configuration_never_contains_the_password(password: str) -> No
 
 
 def test_production_refuses_generated_secrets_plain_http_and_the_embedded_database() -> None:
-    settings = Settings(env="production", base_url="http://news.example.com")
+    settings = Settings(env="production", base_url="http://news.example.com", database_url=None)
     with pytest.raises(ConfigError) as error:
         settings.check_production()
     message = str(error.value)
