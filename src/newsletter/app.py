@@ -24,7 +24,7 @@ from newsletter.config import Settings
 from newsletter.db.embedded import start_embedded, stop_embedded
 from newsletter.db.migrations import migrate
 from newsletter.transports import transport_from_settings
-from newsletter.web import public
+from newsletter.web import api, public
 from newsletter.web.middleware import RequestContextMiddleware
 from newsletter.web.problems import problem
 from newsletter.worker.delivery import DATABASE_ERRORS, DeliveryWorker
@@ -41,8 +41,13 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
     app.state.settings = settings
     app.state.pool = pool
     app.include_router(public.router)
+    app.include_router(api.router)
     static = resources.files("newsletter").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.exception_handler(api.ApiError)
+    async def api_error(_: Request, error: api.ApiError) -> Response:
+        return error.response()
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> Response:

@@ -104,6 +104,35 @@ def migrate_command() -> None:
 
 
 @main.group()
+def tokens() -> None:
+    """Admin API tokens."""
+
+
+@tokens.command("create")
+@click.option("--name", required=True, help="What the token is for, e.g. 'CRM sync'.")
+@click.option("--scope", type=click.Choice(["admin", "read"]), default="admin", show_default=True)
+def tokens_create(name: str, scope: str) -> None:
+    """Create a token and print it once, as the last line."""
+    from newsletter.app import apply_migrations, create_pool, database
+    from newsletter.services.tokens import create_token
+
+    settings = _settings()
+
+    async def go() -> str:
+        async with database(settings) as url:
+            pool = await create_pool(url, settings)
+            try:
+                await apply_migrations(pool)
+                return await create_token(pool, name, scope)
+            finally:
+                await pool.close()
+
+    token = _run(go())
+    click.echo(f"Created API token {name!r} ({scope}). It is shown only once; keep it safe:")
+    click.echo(token)
+
+
+@main.group()
 def config() -> None:
     """Inspect the configuration."""
 

@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     signup_address_window_seconds: int = Field(default=3600, ge=1)
 
     worker_batch_size: int = Field(default=200, ge=1)
-    worker_concurrency: int = Field(default=10, ge=1)
+    worker_concurrency: int = Field(default=2, ge=1, le=64)
     smtp_pool_size: int = Field(default=10, ge=1)
     smtp_timeout_seconds: float = Field(default=30, gt=0)
     lease_seconds: float = Field(default=120, gt=0)
@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(default=3600, gt=0)
     max_attempts: int = Field(default=8, ge=1)
     retry_max_age_seconds: float = Field(default=3 * 24 * 3600, gt=0)
+
+    idempotency_wait_seconds: float = Field(default=10, gt=0)
+    send_rate_per_second: float | None = Field(default=None, gt=0)
+    send_rate_per_hour: float | None = Field(default=None, gt=0)
 
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)

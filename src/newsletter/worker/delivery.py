@@ -1,7 +1,8 @@
 """The delivery worker: claims due deliveries, sends them outside any transaction, records the outcomes.
 
 Any number of workers, in any number of processes, run side by side; they coordinate only through the
-`deliveries` table (row locks with SKIP LOCKED, and leases that expire when a worker dies).
+database (row locks with SKIP LOCKED, and leases that expire when a worker dies). Within a process, a few
+lanes each run claim -> send -> record, so the mail server is kept busy while another lane talks to PostgreSQL.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import asyncpg
 import structlog
+from markupsafe import Markup
 
 from newsletter import telemetry
 from newsletter.config import Settings
 from newsletter.db.queries import query
 from newsletter.domain.tokens import Token
 from newsletter.services import emails
+from newsletter.services.issues import start_due_issues
 from newsletter.transports.base import Failed, OutgoingEmail, SendResult, Sent, Transport
 from newsletter.worker.retry import RetryPolicy
 
@@ -31,6 +35,7 @@ log = structlog.get_logger(__name__)
 WAKE_CHANNEL = "newsletter_deliveries"
 # PostgreSQL errors and lost connections both mean "the database is not answering right now".
 DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+LIST_ID = "NLPHxLISTIDx"
 
 
 @dataclass(slots=True)
@@ -51,6 +56,12 @@ class Batch:
     claimed: dict[int, asyncpg.Record] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class IssueTemplate:
+    version: datetime
+    template: emails.MessageTemplate
+
+
 class DeliveryWorker:
     def __init__(self, pool: asyncpg.Pool, transport: Transport, settings: Settings) -> None:
         self.pool = pool
@@ -61,41 +72,51 @@ class DeliveryWorker:
         )
         self._sender = settings.sender_address
         self._envelope_from = self._sender.addr_spec
-        self._wake = asyncio.Event()
+        self._domain = self._sender.domain or "localhost"
+        self._issues: dict[int, IssueTemplate] = {}
+        self._wakers: list[asyncio.Event] = []
         self._closing = asyncio.Event()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Deliver until `stopping` is set; a batch in flight is always finished and recorded first."""
-        log.info("worker started", transport=self.settings.email.scheme)
+        """Deliver until `stopping` is set; batches in flight are always finished and recorded first."""
+        log.info(
+            "worker started", transport=self.settings.email.scheme, lanes=self.settings.worker_concurrency
+        )
         self._closing.clear()
+        self._wakers = [asyncio.Event() for _ in range(self.settings.worker_concurrency)]
         listener = asyncio.create_task(self._listen())
-        next_housekeeping = 0.0
+        keeper = asyncio.create_task(self._keep_house())
         try:
-            while not stopping.is_set():
-                try:
-                    if time.monotonic() >= next_housekeeping:
-                        await self.housekeeping()
-                        next_housekeeping = time.monotonic() + min(5.0, self.settings.lease_seconds / 4)
-                    if await self.dispatch_once():
-                        continue
-                except DATABASE_ERRORS as error:
-                    log.warning("database unavailable, retrying", error=str(error))
-                    await _sleep_unless(stopping, 1.0)
-                    continue
-                self._wake.clear()
-                await _wait_any(stopping, self._wake, seconds=self.settings.poll_interval_seconds)
+            await asyncio.gather(*(self._lane(stopping, waker) for waker in self._wakers))
         finally:
-            # The listener stops by itself within a second; cancelling it could strand its connection.
+            # These stop by themselves within a second; cancelling them could strand a connection.
             self._closing.set()
-            await listener
+            await asyncio.gather(listener, keeper)
             await self.transport.close()
             log.info("worker stopped")
 
+    async def _lane(self, stopping: asyncio.Event, waker: asyncio.Event) -> None:
+        while not stopping.is_set():
+            waker.clear()
+            try:
+                if await self.dispatch_once():
+                    continue
+            except DATABASE_ERRORS as error:
+                log.warning("database unavailable, retrying", error=str(error))
+                await _sleep_unless(stopping, 1.0)
+                continue
+            except Exception:
+                log.exception("delivery lane failed; its leases will be reclaimed")
+                await _sleep_unless(stopping, 1.0)
+                continue
+            await _wait_any(stopping, waker, seconds=self.settings.poll_interval_seconds)
+
     async def dispatch_once(self) -> int:
         """Claim one batch, send it and record the outcomes; returns how many deliveries were claimed."""
-        rows = await self.pool.fetch(
-            query("claim_deliveries"), self.settings.worker_batch_size, self.settings.lease_seconds
-        )
+        limit = await self._reserve_rate(self.settings.worker_batch_size)
+        if limit == 0:
+            return 0
+        rows = await self.pool.fetch(query("claim_deliveries"), limit, self.settings.lease_seconds)
         if not rows:
             return 0
         batch = await self._prepare(rows)
@@ -120,27 +141,61 @@ class DeliveryWorker:
         if reclaimed:
             telemetry.LEASES_RECLAIMED.inc(len(reclaimed))
             log.warning("expired leases reclaimed", deliveries=len(reclaimed))
+        await start_due_issues(self.pool)
         await self.pool.execute(query("purge_rate_limits"))
+        await self.pool.execute(query("purge_idempotency_keys"))
         stats = await self.pool.fetchrow(query("queue_stats"))
         if stats is not None:
             telemetry.QUEUE_DEPTH.set(stats["depth"])
             telemetry.QUEUE_OLDEST_AGE.set(stats["oldest_age"])
 
+    async def _keep_house(self) -> None:
+        while not self._closing.is_set():
+            try:
+                await self.housekeeping()
+            except DATABASE_ERRORS as error:
+                log.warning("housekeeping skipped: database unavailable", error=str(error))
+            except Exception:
+                log.exception("housekeeping failed")
+            await _sleep_unless(self._closing, min(1.0, self.settings.lease_seconds / 4))
+
+    async def _reserve_rate(self, wanted: int) -> int:
+        """With a sending rate configured, wait for this batch's slots before claiming (never while holding
+        leases), and claim no more than the rate allows."""
+        rates = [
+            (f"{self.settings.email.scheme}:second", self.settings.send_rate_per_second),
+            (f"{self.settings.email.scheme}:hour", self.settings.send_rate_per_hour / 3600)
+            if self.settings.send_rate_per_hour
+            else (None, None),
+        ]
+        rates = [(key, rate) for key, rate in rates if key and rate]
+        if not rates:
+            return wanted
+        if not await self.pool.fetchval(query("any_due")):
+            return 0
+        count = max(1, min(wanted, int(min(rate for _, rate in rates if rate))))
+        waits = [
+            await self.pool.fetchval(query("reserve_send_slots"), key, count, rate) for key, rate in rates
+        ]
+        if max(waits) > 0:
+            await asyncio.sleep(max(waits))
+        return count
+
     async def _prepare(self, rows: Sequence[asyncpg.Record]) -> Batch:
         batch = Batch()
         confirmations: list[tuple[asyncpg.Record, Token]] = []
+        newsletters: list[asyncpg.Record] = []
         for row in rows:
             batch.claimed[row["id"]] = row
             if row["suppressed"]:
                 batch.outcomes.append(Outcome(row, "suppressed", "address is suppressed"))
+            elif not row["still_wanted"]:
+                # Confirmed by an earlier email, unsubscribed or erased since this one was queued.
+                batch.outcomes.append(Outcome(row, "cancelled", "no longer subscribed"))
             elif row["kind"] == "confirmation":
-                if row["subscription_status"] != "pending":
-                    # Confirmed by an earlier email, unsubscribed or erased since this one was queued.
-                    batch.outcomes.append(Outcome(row, "cancelled", "subscription no longer pending"))
-                else:
-                    confirmations.append((row, Token.generate()))
+                confirmations.append((row, Token.generate()))
             else:
-                batch.outcomes.append(Outcome(row, "failed", f"unknown kind {row['kind']}"))
+                newsletters.append(row)
         if confirmations:
             # Tokens are made at send time so that only their hashes are ever stored.
             await self.pool.execute(
@@ -151,6 +206,9 @@ class DeliveryWorker:
                 self.settings.confirmation_ttl_hours,
             )
             batch.emails.extend(self._confirmation_email(row, token) for row, token in confirmations)
+        if newsletters:
+            await self._load_issues(newsletters)
+            batch.emails.extend(self._newsletter_email(row) for row in newsletters)
         return batch
 
     def _confirmation_email(self, row: asyncpg.Record, token: Token) -> OutgoingEmail:
@@ -164,16 +222,53 @@ class DeliveryWorker:
         message = emails.to_mime(rendered, sender=self._sender, recipient=row["recipient"])
         return OutgoingEmail(row["id"], self._envelope_from, row["recipient"], message)
 
+    async def _load_issues(self, rows: Sequence[asyncpg.Record]) -> None:
+        """Render each issue once per worker; test copies of a draft re-read it, since drafts change."""
+        wanted = {
+            row["issue_id"] for row in rows if row["kind"] == "test" or row["issue_id"] not in self._issues
+        }
+        if not wanted:
+            return
+        for issue in await self.pool.fetch(query("issue_contents"), list(wanted)):
+            cached = self._issues.get(issue["id"])
+            if cached is None or cached.version != issue["updated_at"]:
+                self._issues[issue["id"]] = IssueTemplate(issue["updated_at"], self._render_issue(issue))
+
+    def _render_issue(self, issue: asyncpg.Record) -> emails.MessageTemplate:
+        footer = "You receive this email because you subscribed to it."
+        rendered = emails.render(
+            "newsletter",
+            subject=issue["subject"],
+            # Written by an admin: rendered from Markdown (raw HTML disabled) or given as HTML on purpose.
+            content=Markup(issue["html"]),  # noqa: S704
+            text_content=issue["text_body"],
+            footer_html=footer,
+            footer_text=footer,
+        )
+        return emails.MessageTemplate.build(rendered, sender=self._sender, headers={"List-Id": LIST_ID})
+
+    def _newsletter_email(self, row: asyncpg.Record) -> OutgoingEmail:
+        template = self._issues[row["issue_id"]].template
+        list_id = (
+            f"{row['list_name']} <{row['list_slug']}.{self._domain}>"
+            if row["list_slug"]
+            else f"Test <test.{self._domain}>"
+        )
+        message = template.fill(
+            recipient=row["recipient"],
+            message_id=emails.message_id(self._domain, f"{row['id']}.{row['attempts']}"),
+            values={LIST_ID: list_id},
+        )
+        return OutgoingEmail(row["id"], self._envelope_from, row["recipient"], message)
+
     def _settle(self, row: asyncpg.Record, result: SendResult) -> Outcome:
         if isinstance(result, Sent):
             return Outcome(row, "sent", provider_id=result.provider_message_id)
         assert isinstance(result, Failed)
         telemetry.TRANSPORT_ERRORS.labels(permanent=str(result.permanent).lower()).inc()
         delay = None
-        if not result.permanent:
+        if not result.permanent and row["age_seconds"] <= self.settings.retry_max_age_seconds:
             delay = self.retry.delay(row["attempts"], result.retry_after)
-            if row["age_seconds"] > self.settings.retry_max_age_seconds:
-                delay = None
         if delay is None:
             return Outcome(row, "failed", result.error, suppress=result.recipient_rejected)
         telemetry.DELIVERY_RETRIES.inc()
@@ -212,6 +307,7 @@ class DeliveryWorker:
 
     def _log_batch(self, outcomes: list[Outcome]) -> None:
         counts = Counter(outcome.status for outcome in outcomes)
+        issues = sorted({o.claimed["issue_id"] for o in outcomes if o.claimed["issue_id"] is not None})
         for outcome in outcomes:
             telemetry.DELIVERIES.labels(kind=outcome.claimed["kind"], status=outcome.status).inc()
             if outcome.claimed["kind"] != "newsletter":
@@ -224,13 +320,14 @@ class DeliveryWorker:
                     error=outcome.error,
                     request_id=outcome.claimed["request_id"],
                 )
-        log.info("delivery batch", deliveries=len(outcomes), **counts)
+        log.info("delivery batch", deliveries=len(outcomes), issues=issues, **counts)
 
     async def _listen(self) -> None:
-        """Wake on NOTIFY; reconnect if the connection drops (polling covers the gap)."""
+        """Wake the lanes on NOTIFY; reconnect if the connection drops (polling covers the gap)."""
 
         def wake(*_: Any) -> None:
-            self._wake.set()
+            for waker in self._wakers:
+                waker.set()
 
         while not self._closing.is_set():
             try:

@@ -1,0 +1,162 @@
+-- name: issue_get
+SELECT issues.*, coalesce(array_agg(lists.slug ORDER BY lists.slug) FILTER (WHERE lists.slug IS NOT NULL), '{}')
+       AS lists
+FROM issues
+LEFT JOIN issue_lists ON issue_lists.issue_id = issues.id
+LEFT JOIN lists ON lists.id = issue_lists.list_id
+WHERE issues.id = $1
+GROUP BY issues.id;
+
+-- name: issue_list_page
+SELECT issues.*, coalesce(array_agg(lists.slug ORDER BY lists.slug) FILTER (WHERE lists.slug IS NOT NULL), '{}')
+       AS lists
+FROM issues
+LEFT JOIN issue_lists ON issue_lists.issue_id = issues.id
+LEFT JOIN lists ON lists.id = issue_lists.list_id
+WHERE ($1::bigint IS NULL OR issues.id < $1) AND ($2::text IS NULL OR issues.status = $2)
+GROUP BY issues.id
+ORDER BY issues.id DESC
+LIMIT $3;
+
+-- name: issue_insert
+INSERT INTO issues (subject, markdown, html, text_body) VALUES ($1, $2, $3, $4) RETURNING id;
+
+-- name: issue_update
+UPDATE issues SET subject = $2, markdown = $3, html = $4, text_body = $5, updated_at = now()
+WHERE id = $1 AND status = 'draft'
+RETURNING id;
+
+-- name: issue_set_lists
+-- Replaces the target lists; returns the slugs that exist so the caller can tell unknown ones.
+WITH cleared AS (
+    DELETE FROM issue_lists WHERE issue_id = $1
+), added AS (
+    INSERT INTO issue_lists (issue_id, list_id)
+    SELECT $1, id FROM lists WHERE slug = ANY($2::text[])
+    RETURNING list_id
+)
+SELECT lists.slug FROM added JOIN lists ON lists.id = added.list_id;
+
+-- name: issue_lock
+SELECT id, status, send_at FROM issues WHERE id = $1 FOR UPDATE;
+
+-- name: issue_schedule
+UPDATE issues SET status = 'scheduled', send_at = $2, updated_at = now() WHERE id = $1;
+
+-- name: issue_fan_out
+-- Creates every delivery of an issue in one statement: each person once, however many target lists they are
+-- confirmed in; only active subscribers who are not suppressed. The issue's counters are set in the same
+-- statement, and sleeping workers are woken.
+WITH eligible AS (
+    SELECT subscriptions.subscriber_id, min(subscriptions.list_id) AS list_id
+    FROM subscriptions
+    JOIN issue_lists ON issue_lists.list_id = subscriptions.list_id AND issue_lists.issue_id = $1
+    WHERE subscriptions.status = 'confirmed'
+    GROUP BY subscriptions.subscriber_id
+), created AS (
+    INSERT INTO deliveries (kind, issue_id, subscriber_id, list_id, recipient, request_id)
+    SELECT 'newsletter', $1, subscribers.id, eligible.list_id, subscribers.email, $2
+    FROM eligible
+    JOIN subscribers ON subscribers.id = eligible.subscriber_id AND subscribers.status = 'active'
+    WHERE NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower(subscribers.email))
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), counted AS (
+    SELECT count(*) AS total FROM created
+), started AS (
+    UPDATE issues
+    SET status = CASE WHEN counted.total = 0 THEN 'sent' ELSE 'sending' END,
+        started_at = now(),
+        finished_at = CASE WHEN counted.total = 0 THEN now() END,
+        total_count = counted.total,
+        pending_count = counted.total,
+        updated_at = now()
+    FROM counted
+    WHERE issues.id = $1
+    RETURNING counted.total
+)
+SELECT total, pg_notify('newsletter_deliveries', '') FROM started;
+
+-- name: issues_due
+-- Scheduled issues whose time has come; SKIP LOCKED so that one worker starts each.
+SELECT id FROM issues WHERE status = 'scheduled' AND send_at <= now() ORDER BY send_at FOR UPDATE SKIP LOCKED;
+
+-- name: issue_pause
+-- Queued deliveries are parked at the end of time, where no claim reaches them, until the issue resumes.
+WITH paused AS (
+    UPDATE issues SET status = 'paused', updated_at = now() WHERE id = $1 AND status = 'sending' RETURNING id
+), parked AS (
+    UPDATE deliveries SET next_attempt_at = 'infinity', updated_at = now()
+    FROM paused
+    WHERE deliveries.issue_id = paused.id AND deliveries.status = 'queued' AND deliveries.kind = 'newsletter'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM paused) AS changed, (SELECT count(*) FROM parked) AS parked;
+
+-- name: issue_resume
+WITH resumed AS (
+    UPDATE issues SET status = 'sending', updated_at = now() WHERE id = $1 AND status = 'paused' RETURNING id
+), unparked AS (
+    UPDATE deliveries SET next_attempt_at = now(), updated_at = now()
+    FROM resumed
+    WHERE deliveries.issue_id = resumed.id AND deliveries.status = 'queued' AND deliveries.kind = 'newsletter'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM resumed) AS changed, pg_notify('newsletter_deliveries', '');
+
+-- name: issue_cancel
+-- Deliveries still waiting are cancelled; the ones being sent at this moment finish and are counted.
+WITH target AS (
+    SELECT id FROM issues WHERE id = $1 AND status IN ('draft', 'scheduled', 'sending', 'paused')
+), cancelled AS (
+    UPDATE deliveries SET status = 'cancelled', last_error = 'issue cancelled', updated_at = now()
+    FROM target
+    WHERE deliveries.issue_id = target.id AND deliveries.status = 'queued' AND deliveries.kind = 'newsletter'
+    RETURNING 1
+), tally AS (
+    SELECT count(*) AS n FROM cancelled
+)
+UPDATE issues
+SET status = 'cancelled',
+    cancelled_count = cancelled_count + tally.n,
+    pending_count = pending_count - tally.n,
+    finished_at = CASE WHEN pending_count - tally.n = 0 THEN now() ELSE finished_at END,
+    updated_at = now()
+FROM target, tally
+WHERE issues.id = target.id
+RETURNING issues.id;
+
+-- name: issue_retry_failed
+WITH retried AS (
+    UPDATE deliveries
+    SET status = 'queued', next_attempt_at = now(), attempts = 0, last_error = NULL, updated_at = now()
+    WHERE issue_id = $1 AND kind = 'newsletter' AND status = 'failed'
+    RETURNING 1
+), counted AS (
+    UPDATE issues
+    SET failed_count = failed_count - (SELECT count(*) FROM retried),
+        pending_count = pending_count + (SELECT count(*) FROM retried),
+        status = CASE WHEN status = 'sent' AND (SELECT count(*) FROM retried) > 0 THEN 'sending' ELSE status END,
+        finished_at = CASE WHEN (SELECT count(*) FROM retried) > 0 THEN NULL ELSE finished_at END,
+        updated_at = now()
+    WHERE id = $1 AND status IN ('sending', 'paused', 'sent')
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM retried) AS retried, pg_notify('newsletter_deliveries', '');
+
+-- name: issue_test_send
+-- Test copies to given addresses: ledger rows of kind 'test', outside the issue's counts.
+WITH created AS (
+    INSERT INTO deliveries (kind, issue_id, recipient, request_id)
+    SELECT 'test', $1, address, $3 FROM unnest($2::text[]) AS address
+    RETURNING id
+)
+SELECT count(*) AS queued, pg_notify('newsletter_deliveries', '') FROM created;
+
+-- name: issue_deliveries_page
+SELECT id, kind, recipient, status, attempts, last_error, provider_message_id, reclaimed,
+       created_at, updated_at, sent_at, next_attempt_at
+FROM deliveries
+WHERE issue_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::bigint IS NULL OR id > $3)
+ORDER BY id
+LIMIT $4;
