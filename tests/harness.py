@@ -205,3 +205,49 @@ async def spawn_app(database_url: str, smtp: SMTPServer, **overrides: Any) -> As
         await serving
         await pool.close()
         sock.close()
+
+
+class AdminClient:
+    """The admin API as an integrator uses it: a Bearer token and JSON."""
+
+    def __init__(self, client: httpx.AsyncClient, token: str) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def get(self, path: str, **params: Any) -> httpx.Response:
+        return await self.client.get(f"/api/v1{path}", params=params, headers=self.headers)
+
+    async def post(self, path: str, body: Any = None, key: str | None = None) -> httpx.Response:
+        headers = {**self.headers, **({"Idempotency-Key": key} if key else {})}
+        return await self.client.post(f"/api/v1{path}", json=body, headers=headers)
+
+    async def patch(self, path: str, body: Any) -> httpx.Response:
+        return await self.client.patch(f"/api/v1{path}", json=body, headers=self.headers)
+
+    async def delete(self, path: str) -> httpx.Response:
+        return await self.client.delete(f"/api/v1{path}", headers=self.headers)
+
+
+async def admin_client(app: TestApp, scope: str = "admin") -> AdminClient:
+    from newsletter.services.tokens import create_token
+
+    return AdminClient(app.client, await create_token(app.pool, "tests", scope))
+
+
+async def add_confirmed(pool: asyncpg.Pool, count: int, *, list_slug: str = "default", prefix: str = "reader") -> list[str]:
+    """`count` confirmed subscribers in one statement: reader0@example.com, reader1@example.com..."""
+    await pool.execute(
+        """
+        WITH people AS (
+            INSERT INTO subscribers (email, name)
+            SELECT $2 || n || '@example.com', 'Reader ' || n FROM generate_series(0, $1 - 1) AS n
+            RETURNING id
+        )
+        INSERT INTO subscriptions (subscriber_id, list_id, status, confirmed_at, source)
+        SELECT people.id, lists.id, 'confirmed', now(), 'test' FROM people, lists WHERE lists.slug = $3
+        """,
+        count,
+        prefix,
+        list_slug,
+    )
+    return [f"{prefix}{n}@example.com" for n in range(count)]

@@ -99,7 +99,8 @@ async def database(settings: Settings) -> AsyncIterator[str]:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 async def create_pool(url: str, settings: Settings, *, wait_seconds: float = 30) -> asyncpg.Pool:

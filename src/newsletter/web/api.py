@@ -123,6 +123,8 @@ async def _write(
                     raise ApiError(
                         409, "Conflict", "A request with this Idempotency-Key is still running."
                     ) from None
+                # Only the wait for the key is bounded; the request itself may wait on locks as usual.
+                await conn.execute("SET LOCAL lock_timeout = DEFAULT")
                 if not claimed:
                     saved = await conn.fetchrow(query("idempotency_saved"), who.token_id, key)
                     if saved["fingerprint"] != fingerprint:

@@ -1,0 +1,407 @@
+"""Issues through the admin API: who receives them, exactly once, and how the operator steers a send."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.harness import AdminClient, SMTPServer, TestApp, add_confirmed, admin_client, spawn_app
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def admin(app: TestApp) -> AdminClient:
+    return await admin_client(app)
+
+
+async def _draft(admin: AdminClient, lists: list[str] | None = None, **content: str) -> int:
+    body = {"subject": "Issue #1", "markdown": "# Hello\n\nSome **news**.", "lists": lists or ["default"]}
+    body.update(content)
+    response = await admin.post("/issues", body)
+    assert response.status_code == 201, response.text
+    issue_id: int = response.json()["id"]
+    return issue_id
+
+
+async def _send_and_deliver(app: TestApp, admin: AdminClient, issue_id: int) -> dict[str, object]:
+    response = await admin.post(f"/issues/{issue_id}/send")
+    assert response.status_code == 202, response.text
+    await app.dispatch_all_pending()
+    issue: dict[str, object] = (await admin.get(f"/issues/{issue_id}")).json()
+    return issue
+
+
+async def test_without_a_valid_token_the_api_answers_401(app: TestApp) -> None:
+    missing = await app.client.get("/api/v1/issues")
+    wrong = await app.client.get("/api/v1/issues", headers={"Authorization": "Bearer nl_not-a-real-token"})
+    post = await app.client.post("/api/v1/issues", json={"subject": "x", "markdown": "y"})
+
+    assert missing.status_code == wrong.status_code == post.status_code == 401
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.headers["www-authenticate"] == "Bearer"
+
+
+async def test_a_read_only_token_reads_but_cannot_write(app: TestApp) -> None:
+    reader = await admin_client(app, scope="read")
+
+    assert (await reader.get("/lists")).status_code == 200
+    assert (await reader.post("/lists", {"slug": "x", "name": "X"})).status_code == 403
+
+
+async def test_an_issue_reaches_every_confirmed_subscriber_once_and_nobody_else(
+    app: TestApp, admin: AdminClient
+) -> None:
+    assert (await admin.post("/lists", {"slug": "weekly", "name": "Weekly"})).status_code == 201
+    readers = await add_confirmed(app.pool, 20)
+    both = await add_confirmed(app.pool, 5, prefix="both")
+    await app.pool.execute(
+        """INSERT INTO subscriptions (subscriber_id, list_id, status, confirmed_at)
+           SELECT subscribers.id, lists.id, 'confirmed', now() FROM subscribers, lists
+           WHERE subscribers.email LIKE 'both%' AND lists.slug = 'weekly'"""
+    )
+    await add_confirmed(app.pool, 3, prefix="pending")
+    await app.pool.execute("UPDATE subscriptions SET status = 'pending' WHERE subscriber_id IN "
+                           "(SELECT id FROM subscribers WHERE email LIKE 'pending%')")
+    await add_confirmed(app.pool, 3, prefix="gone")
+    await app.pool.execute("UPDATE subscriptions SET status = 'unsubscribed' WHERE subscriber_id IN "
+                           "(SELECT id FROM subscribers WHERE email LIKE 'gone%')")
+    await add_confirmed(app.pool, 2, prefix="blocked")
+    await app.pool.execute("UPDATE subscribers SET status = 'blocklisted' WHERE email LIKE 'blocked%'")
+    await add_confirmed(app.pool, 2, prefix="bounced")
+    await app.pool.execute(
+        "INSERT INTO suppressions (email, reason) SELECT email, 'hard_bounce' FROM subscribers "
+        "WHERE email LIKE 'bounced%'"
+    )
+    issue_id = await _draft(admin, lists=["default", "weekly"])
+
+    issue = await _send_and_deliver(app, admin, issue_id)
+
+    received = sorted(address for message in app.smtp.received for address in message.recipients)
+    assert received == sorted(readers + both)
+    assert issue["status"] == "sent"
+    assert issue["counts"] == {
+        "total": 25, "pending": 0, "sent": 25, "failed": 0, "suppressed": 0, "cancelled": 0,
+    }
+
+
+async def test_newsletters_carry_the_headers_a_mailbox_expects(app: TestApp, admin: AdminClient) -> None:
+    [reader] = await add_confirmed(app.pool, 1)
+    issue_id = await _draft(admin, subject="Ünïcode subject — news", markdown="Hello *world*")
+
+    await _send_and_deliver(app, admin, issue_id)
+
+    [received] = app.smtp.to(reader)
+    message = received.message
+    assert message.get_content_type() == "multipart/alternative"
+    assert message["Subject"] == "Ünïcode subject — news"
+    assert message["To"] == reader
+    assert message["From"] == app.settings.sender
+    assert message["Date"]
+    assert message["Message-ID"].endswith("@localhost>")
+    assert message["List-Id"] == "Newsletter <default.localhost>"
+    assert "<em>world</em>" in received.body("html")
+    assert "Hello *world*" in received.body("plain")
+
+
+async def test_message_ids_are_unique(app: TestApp, admin: AdminClient) -> None:
+    await add_confirmed(app.pool, 30)
+    await _send_and_deliver(app, admin, await _draft(admin))
+
+    ids = [message.message["Message-ID"] for message in app.smtp.received]
+    assert len(set(ids)) == len(ids) == 30
+
+
+async def test_sending_twice_with_the_same_key_replays_and_mails_once(app: TestApp, admin: AdminClient) -> None:
+    readers = await add_confirmed(app.pool, 10)
+    issue_id = await _draft(admin)
+
+    first = await admin.post(f"/issues/{issue_id}/send", key="send-once")
+    second = await admin.post(f"/issues/{issue_id}/send", key="send-once")
+    await app.dispatch_all_pending()
+
+    assert first.status_code == second.status_code == 202
+    assert first.json() == second.json()
+    assert second.headers["idempotent-replayed"] == "true"
+    assert sorted(a for m in app.smtp.received for a in m.recipients) == sorted(readers)
+
+
+async def test_two_concurrent_identical_requests_get_identical_responses(app: TestApp, admin: AdminClient) -> None:
+    readers = await add_confirmed(app.pool, 200)
+    issue_id = await _draft(admin)
+
+    responses = await asyncio.gather(*(admin.post(f"/issues/{issue_id}/send", key="race") for _ in range(2)))
+    await app.dispatch_all_pending()
+
+    assert [r.status_code for r in responses] == [202, 202]
+    assert responses[0].json() == responses[1].json()
+    assert len(app.smtp.received) == len(readers)
+
+
+async def test_concurrent_creates_with_one_key_create_one_issue(app: TestApp, admin: AdminClient) -> None:
+    body = {"subject": "Once", "markdown": "only once"}
+    responses = await asyncio.gather(*(admin.post("/issues", body, key="create-1") for _ in range(5)))
+
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert await app.pool.fetchval("SELECT count(*) FROM issues") == 1
+
+
+async def test_the_same_key_with_another_body_is_refused(app: TestApp, admin: AdminClient) -> None:
+    first = await admin.post("/issues", {"subject": "A", "markdown": "a"}, key="k1")
+    other = await admin.post("/issues", {"subject": "B", "markdown": "b"}, key="k1")
+
+    assert first.status_code == 201
+    assert other.status_code == 422
+    assert await app.pool.fetchval("SELECT count(*) FROM issues") == 1
+
+
+async def test_a_repeat_while_the_first_is_still_running_gets_409(database_url: str, smtp: SMTPServer) -> None:
+    async with spawn_app(database_url, smtp, idempotency_wait_seconds=0.5) as app:
+        admin = await admin_client(app)
+        issue_id = await _draft(admin)
+        # Hold the issue so that the first send request blocks inside its transaction.
+        blocker = await app.pool.acquire()
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("SELECT 1 FROM issues WHERE id = $1 FOR UPDATE", issue_id)
+        first = asyncio.create_task(admin.post(f"/issues/{issue_id}/send", key="slow"))
+        await asyncio.sleep(0.3)
+        repeat = await admin.post(f"/issues/{issue_id}/send", key="slow")
+        await transaction.rollback()
+        await app.pool.release(blocker)
+
+        assert repeat.status_code == 409
+        assert (await first).status_code == 202
+
+
+async def test_keys_older_than_a_day_expire(app: TestApp, admin: AdminClient) -> None:
+    await admin.post("/issues", {"subject": "A", "markdown": "a"}, key="old")
+    await app.pool.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+
+    again = await admin.post("/issues", {"subject": "A", "markdown": "a"}, key="old")
+
+    assert again.status_code == 201
+    assert await app.pool.fetchval("SELECT count(*) FROM issues") == 2
+
+
+async def test_4xx_for_a_while_is_retried_then_delivered_once(app: TestApp, admin: AdminClient) -> None:
+    [reader] = await add_confirmed(app.pool, 1)
+    app.smtp.handler.next_rcpt_replies.extend(["421 4.7.0 try later", "450 4.2.1 mailbox busy"])
+    issue_id = await _draft(admin)
+    await admin.post(f"/issues/{issue_id}/send")
+
+    for _ in range(6):
+        await app.dispatch_all_pending()
+        await asyncio.sleep(0.1)
+
+    assert len(app.smtp.to(reader)) == 1
+    [row] = await app.deliveries(reader)
+    assert (row["status"], row["attempts"]) == ("sent", 3)
+    assert (await admin.get(f"/issues/{issue_id}")).json()["status"] == "sent"
+
+
+async def test_5xx_for_one_address_fails_it_at_once_and_suppresses_it(app: TestApp, admin: AdminClient) -> None:
+    readers = await add_confirmed(app.pool, 5)
+    app.smtp.handler.rejected[readers[2]] = "550 5.1.1 mailbox unknown"
+    issue_id = await _draft(admin)
+
+    issue = await _send_and_deliver(app, admin, issue_id)
+
+    assert sorted(a for m in app.smtp.received for a in m.recipients) == sorted(set(readers) - {readers[2]})
+    [row] = await app.deliveries(readers[2])
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    assert await app.pool.fetchval("SELECT count(*) FROM suppressions WHERE email = $1", readers[2]) == 1
+    assert issue["counts"]["failed"] == 1 and issue["counts"]["sent"] == 4
+    failed = (await admin.get(f"/issues/{issue_id}/deliveries", status="failed")).json()["items"]
+    assert [item["recipient"] for item in failed] == [readers[2]]
+    assert failed[0]["last_error"].startswith("550")
+
+
+async def test_retry_failed_sends_the_failed_ones_again(app: TestApp, admin: AdminClient) -> None:
+    readers = await add_confirmed(app.pool, 3)
+    app.smtp.handler.rejected[readers[0]] = "554 5.7.1 rejected for policy reasons"
+    issue_id = await _draft(admin)
+    await _send_and_deliver(app, admin, issue_id)
+    await app.pool.execute("DELETE FROM suppressions")
+    del app.smtp.handler.rejected[readers[0]]
+
+    retried = await admin.post(f"/issues/{issue_id}/retry-failed")
+    await app.dispatch_all_pending()
+
+    assert retried.json() == {"retried": 1}
+    assert len(app.smtp.to(readers[0])) == 1
+    issue = (await admin.get(f"/issues/{issue_id}")).json()
+    assert issue["status"] == "sent"
+    assert issue["counts"]["sent"] == 3 and issue["counts"]["failed"] == 0
+
+
+async def test_pause_stops_sending_and_resume_finishes_the_rest(app: TestApp, admin: AdminClient) -> None:
+    await add_confirmed(app.pool, 50)
+    issue_id = await _draft(admin)
+    await admin.post(f"/issues/{issue_id}/send")
+    app.settings.worker_batch_size = 10
+    await app.worker.dispatch_once()
+
+    paused = await admin.post(f"/issues/{issue_id}/pause")
+    await app.dispatch_all_pending()
+
+    assert paused.json()["status"] == "paused"
+    assert len(app.smtp.received) == 10
+    resumed = await admin.post(f"/issues/{issue_id}/resume")
+    await app.dispatch_all_pending()
+    assert resumed.json()["status"] == "sending"
+    assert len(app.smtp.received) == 50
+    assert (await admin.get(f"/issues/{issue_id}")).json()["status"] == "sent"
+
+
+async def test_cancel_stops_for_good(app: TestApp, admin: AdminClient) -> None:
+    await add_confirmed(app.pool, 30)
+    issue_id = await _draft(admin)
+    await admin.post(f"/issues/{issue_id}/send")
+    app.settings.worker_batch_size = 10
+    await app.worker.dispatch_once()
+
+    cancelled = await admin.post(f"/issues/{issue_id}/cancel")
+    await app.dispatch_all_pending()
+
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["counts"]["cancelled"] == 20
+    assert len(app.smtp.received) == 10
+    assert (await admin.post(f"/issues/{issue_id}/resume")).status_code == 409
+    assert (await admin.post(f"/issues/{issue_id}/send")).status_code == 409
+
+
+async def test_a_scheduled_issue_starts_at_its_time(app: TestApp, admin: AdminClient) -> None:
+    await add_confirmed(app.pool, 3)
+    issue_id = await _draft(admin)
+    send_at = datetime.now(UTC) + timedelta(seconds=1)
+
+    scheduled = await admin.post(f"/issues/{issue_id}/send", {"send_at": send_at.isoformat()})
+    await app.worker.housekeeping()
+    await app.dispatch_all_pending()
+    assert scheduled.json()["status"] == "scheduled"
+    assert app.smtp.received == []
+
+    await asyncio.sleep(1.1)
+    await app.worker.housekeeping()
+    await app.dispatch_all_pending()
+    assert len(app.smtp.received) == 3
+    assert (await admin.get(f"/issues/{issue_id}")).json()["status"] == "sent"
+
+
+async def test_test_send_goes_to_the_given_addresses_only(app: TestApp, admin: AdminClient) -> None:
+    await add_confirmed(app.pool, 5)
+    issue_id = await _draft(admin)
+
+    response = await admin.post(f"/issues/{issue_id}/test", {"addresses": ["editor@example.com"]})
+    await app.dispatch_all_pending()
+
+    assert response.json() == {"queued": 1}
+    assert [m.recipients for m in app.smtp.received] == [["editor@example.com"]]
+    issue = (await admin.get(f"/issues/{issue_id}")).json()
+    assert issue["status"] == "draft" and issue["counts"]["total"] == 0
+
+
+async def test_a_draft_can_be_changed_and_a_sent_issue_cannot(app: TestApp, admin: AdminClient) -> None:
+    issue_id = await _draft(admin)
+
+    changed = await admin.patch(f"/issues/{issue_id}", {"subject": "New subject", "html": "<p>x</p>", "text": "x"})
+    await admin.post(f"/issues/{issue_id}/send")
+    refused = await admin.patch(f"/issues/{issue_id}", {"subject": "Too late", "markdown": "y"})
+
+    assert changed.status_code == 200 and changed.json()["subject"] == "New subject"
+    assert refused.status_code == 409
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"markdown": "no subject"},
+        {"subject": "", "markdown": "empty subject"},
+        {"subject": "both", "markdown": "x", "html": "<p>x</p>", "text": "x"},
+        {"subject": "html without text", "html": "<p>x</p>"},
+        {"subject": "unknown list", "markdown": "x", "lists": ["nope"]},
+        {"subject": "line\nbreak", "markdown": "x"},
+    ],
+)
+async def test_invalid_issues_are_refused_with_422(app: TestApp, admin: AdminClient, body: dict[str, object]) -> None:
+    response = await admin.post("/issues", body)
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert await app.pool.fetchval("SELECT count(*) FROM issues") == 0
+
+
+async def test_lists_and_subscribers_crud_with_keyset_pagination(app: TestApp, admin: AdminClient) -> None:
+    created = await admin.post("/lists", {"slug": "dev", "name": "Developers", "optin": "single"})
+    duplicate = await admin.post("/lists", {"slug": "dev", "name": "Again"})
+    list_id = created.json()["id"]
+    for n in range(5):
+        response = await admin.post(
+            "/subscribers", {"email": f"p{n}@example.com", "name": f"P {n}", "lists": ["dev"], "status": "confirmed"}
+        )
+        assert response.status_code == 201, response.text
+    again = await admin.post("/subscribers", {"email": "P0@example.com", "lists": ["dev"]})
+
+    first = (await admin.get("/subscribers", list="dev", limit=2)).json()
+    second = (await admin.get("/subscribers", list="dev", limit=2, cursor=first["next_cursor"])).json()
+    third = (await admin.get("/subscribers", list="dev", limit=2, cursor=second["next_cursor"])).json()
+    searched = (await admin.get("/subscribers", search="p3@")).json()
+
+    assert created.status_code == 201 and duplicate.status_code == 409
+    assert again.status_code == 409
+    emails = [item["email"] for page in (first, second, third) for item in page["items"]]
+    assert emails == [f"p{n}@example.com" for n in range(5)]
+    assert third["next_cursor"] is None
+    assert [item["email"] for item in searched["items"]] == ["p3@example.com"]
+    assert (await admin.get(f"/lists/{list_id}")).json()["subscribers"]["confirmed"] == 5
+
+    subscriber_id = first["items"][0]["id"]
+    detail = (await admin.get(f"/subscribers/{subscriber_id}")).json()
+    assert detail["subscriptions"][0]["list"] == "dev"
+    assert detail["subscriptions"][0]["status"] == "confirmed"
+    patched = await admin.patch(f"/subscribers/{subscriber_id}", {"status": "blocklisted", "attributes": {"plan": "pro"}})
+    assert patched.json()["status"] == "blocklisted" and patched.json()["attributes"] == {"plan": "pro"}
+    assert (await admin.delete(f"/subscribers/{subscriber_id}")).status_code == 204
+    assert (await admin.get(f"/subscribers/{subscriber_id}")).status_code == 404
+    assert (await admin.patch(f"/lists/{list_id}", {"name": "Devs"})).json()["name"] == "Devs"
+    assert (await admin.delete(f"/lists/{list_id}")).status_code == 204
+    default_id = (await admin.get("/lists")).json()[0]["id"]
+    assert (await admin.delete(f"/lists/{default_id}")).status_code == 409
+
+
+async def test_a_pending_subscriber_added_over_the_api_gets_a_confirmation_email(
+    app: TestApp, admin: AdminClient
+) -> None:
+    response = await admin.post("/subscribers", {"email": "new@example.com"})
+    await app.dispatch_all_pending()
+
+    assert response.json()["subscriptions"][0]["status"] == "pending"
+    assert len(app.confirmation_links("new@example.com")) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/subscribers", {"email": "not an email"}),
+        ("/subscribers", {"email": "a@example.com", "name": "x\r\ny"}),
+        ("/subscribers", {"email": "a@example.com", "lists": ["nope"]}),
+        ("/subscribers", {"email": "a@example.com", "unexpected": 1}),
+        ("/lists", {"slug": "Bad Slug!", "name": "x"}),
+        ("/lists", {"slug": "ok", "name": "x\ny"}),
+    ],
+)
+async def test_bad_admin_input_gets_422(app: TestApp, admin: AdminClient, path: str, body: dict[str, object]) -> None:
+    response = await admin.post(path, body)
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_unknown_ids_get_404(app: TestApp, admin: AdminClient) -> None:
+    for path in ("/issues/999", "/lists/999", "/subscribers/999", "/issues/999/deliveries"):
+        assert (await admin.get(path)).status_code == 404
+    assert (await admin.post("/issues/999/send")).status_code == 404
