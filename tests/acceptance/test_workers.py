@@ -1,0 +1,204 @@
+"""Worker processes as an operator runs them: several at once, killed, stopped, and the database restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from newsletter.db.embedded import start_embedded, stop_embedded
+from newsletter.db.migrations import migrate
+from tests.acceptance.test_cli import base_env
+from tests.harness import SMTPServer, add_confirmed
+
+pytestmark = pytest.mark.asyncio
+
+
+def start_worker(database_url: str, smtp: SMTPServer, log: Path, **settings: str) -> subprocess.Popen[bytes]:
+    env = base_env(DATABASE_URL=database_url, NEWSLETTER_EMAIL_URL=smtp.url, **settings)
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "worker"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def send_issue(conn: asyncpg.Connection) -> int:
+    """Create an issue to the default list and start sending it, as the API does."""
+    from newsletter.services.issues import IssueContent, create_issue, send_issue
+
+    async with conn.transaction():
+        issue = await create_issue(conn, IssueContent.parse("Crash test", "Hello", None, None), ["default"])
+        await send_issue(conn, issue["id"], None, None)
+    issue_id: int = issue["id"]
+    return issue_id
+
+
+async def wait_for_status(conn: asyncpg.Connection, issue_id: int, status: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await conn.fetchval("SELECT status FROM issues WHERE id = $1", issue_id) == status:
+            return
+        await asyncio.sleep(0.2)
+    counts = await conn.fetch("SELECT status, count(*) FROM deliveries GROUP BY status")
+    raise AssertionError(f"issue {issue_id} did not become {status}: {[tuple(row) for row in counts]}")
+
+
+async def wait_for_sent(conn: asyncpg.Connection, issue_id: int, at_least: int) -> None:
+    while await conn.fetchval("SELECT sent_count FROM issues WHERE id = $1", issue_id) < at_least:
+        await asyncio.sleep(0.05)
+
+
+def stop(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> int:
+    if process.poll() is None:
+        process.send_signal(signum)
+    return process.wait(timeout=60)
+
+
+def copies(smtp: SMTPServer) -> Counter[str]:
+    return Counter(address for message in list(smtp.received) for address in message.recipients)
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+async def test_three_workers_send_each_person_exactly_once(
+    database_url: str, conn: asyncpg.Connection, smtp: SMTPServer, tmp_path: Path
+) -> None:
+    people = await add_confirmed(conn, 2000)  # type: ignore[arg-type]
+    issue_id = await send_issue(conn)
+
+    workers = [
+        start_worker(database_url, smtp, tmp_path / "workers.log", NEWSLETTER_WORKER_BATCH_SIZE="50")
+        for _ in range(3)
+    ]
+    try:
+        await wait_for_status(conn, issue_id, "sent")
+    finally:
+        codes = [stop(worker) for worker in workers]
+
+    assert codes == [0, 0, 0]
+    received = copies(smtp)
+    assert set(received) == set(people)
+    assert max(received.values()) == 1
+    settled_by = await conn.fetchval(
+        "SELECT count(DISTINCT attempts) FROM deliveries WHERE issue_id = $1", issue_id
+    )
+    assert settled_by == 1
+    counts = await conn.fetchrow("SELECT sent_count, pending_count FROM issues WHERE id = $1", issue_id)
+    assert (counts["sent_count"], counts["pending_count"]) == (2000, 0)
+
+
+async def test_sigkill_mid_send_loses_nothing_and_duplicates_only_what_was_in_flight(
+    database_url: str, conn: asyncpg.Connection, smtp: SMTPServer, tmp_path: Path
+) -> None:
+    people = await add_confirmed(conn, 5000)  # type: ignore[arg-type]
+    issue_id = await send_issue(conn)
+    log = tmp_path / "workers.log"
+    settings: dict[str, Any] = {"NEWSLETTER_LEASE_SECONDS": "2", "NEWSLETTER_WORKER_BATCH_SIZE": "100"}
+
+    victim = start_worker(database_url, smtp, log, **settings)
+    survivor = start_worker(database_url, smtp, log, **settings)
+    try:
+        await asyncio.wait_for(wait_for_sent(conn, issue_id, 1500), timeout=120)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        await wait_for_status(conn, issue_id, "sent")
+    finally:
+        stop(victim)
+        assert stop(survivor) == 0
+
+    received = copies(smtp)
+    assert set(received) == set(people), "every person receives the issue"
+    duplicates = sum(received.values()) - len(people)
+    reclaimed = await conn.fetchval(
+        "SELECT count(*) FROM deliveries WHERE issue_id = $1 AND reclaimed > 0", issue_id
+    )
+    assert duplicates <= reclaimed, "only deliveries whose lease was taken back can have gone twice"
+    for address, count in received.items():
+        if count > 1:
+            row = await conn.fetchrow("SELECT reclaimed FROM deliveries WHERE recipient = $1", address)
+            assert row["reclaimed"] > 0, f"{address} was sent twice without a trace in the ledger"
+    assert await conn.fetchval("SELECT sent_count FROM issues WHERE id = $1", issue_id) == 5000
+
+
+async def test_sigterm_mid_send_drains_and_sends_nothing_twice(
+    database_url: str, conn: asyncpg.Connection, smtp: SMTPServer, tmp_path: Path
+) -> None:
+    people = await add_confirmed(conn, 5000)  # type: ignore[arg-type]
+    issue_id = await send_issue(conn)
+    log = tmp_path / "workers.log"
+
+    first = start_worker(database_url, smtp, log, NEWSLETTER_WORKER_BATCH_SIZE="100")
+    try:
+        await asyncio.wait_for(wait_for_sent(conn, issue_id, 1500), timeout=120)
+        assert stop(first, signal.SIGTERM) == 0
+        in_flight = await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sending'")
+        assert in_flight == 0, "a stopped worker leaves no delivery behind in 'sending'"
+        sent_before_restart = await conn.fetchval("SELECT sent_count FROM issues WHERE id = $1", issue_id)
+        assert 0 < sent_before_restart < 5000
+        second = start_worker(database_url, smtp, log)
+        await wait_for_status(conn, issue_id, "sent")
+        assert stop(second) == 0
+    finally:
+        stop(first)
+
+    received = copies(smtp)
+    assert set(received) == set(people)
+    assert max(received.values()) == 1
+    assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE reclaimed > 0") == 0
+
+
+async def test_postgresql_restarted_mid_send_the_worker_recovers_and_finishes(
+    smtp: SMTPServer, tmp_path: Path
+) -> None:
+    """On a PostgreSQL server of its own, so that restarting it disturbs nothing else."""
+    from pgserver._commands import pg_ctl
+
+    url, server = start_embedded(tmp_path / "db")
+    try:
+        conn = await asyncpg.connect(url)
+        await migrate(conn)
+        people = await add_confirmed(conn, 3000)  # type: ignore[arg-type]
+        issue_id = await send_issue(conn)
+        worker = start_worker(
+            url,
+            smtp,
+            tmp_path / "worker.log",
+            NEWSLETTER_WORKER_BATCH_SIZE="100",
+            NEWSLETTER_LEASE_SECONDS="10",
+        )
+        try:
+            await asyncio.wait_for(wait_for_sent(conn, issue_id, 500), timeout=120)
+            await conn.close()
+            pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
+            conn = await asyncpg.connect(url)
+            await wait_for_status(conn, issue_id, "sent")
+            assert stop(worker) == 0
+        finally:
+            stop(worker)
+        received = copies(smtp)
+        assert set(received) == set(people), "nothing is lost"
+        duplicates = sum(received.values()) - len(people)
+        assert duplicates <= await conn.fetchval("SELECT count(*) FROM deliveries WHERE reclaimed > 0")
+        log = (tmp_path / "worker.log").read_text()
+        assert "database unavailable" in log or "cannot record outcomes yet" in log, (
+            "the worker saw the outage"
+        )
+        await conn.close()
+    finally:
+        stop_embedded(server)
