@@ -71,6 +71,18 @@ def classify_http_status(status: int, detail: str, retry_after_header: str | Non
     )
 
 
+def classify_postmark_error_code(code: int, message: str) -> Failed:
+    """A non-zero Postmark `ErrorCode`: 406 (inactive recipient) means Postmark suppresses the address. Codes
+    about our own token or account, or Postmark itself, are transient and kept until fixed: 10 bad token,
+    100 maintenance, 400/401 sender signature missing or unconfirmed, 405 not allowed to send (no credits),
+    412 account pending, 413 account may not send, 429 rate limit. Every other code is permanent."""
+    return Failed(
+        error=f"Postmark {code}: {message}"[:1000],
+        permanent=code not in {10, 100, 400, 401, 405, 412, 413, 429},
+        recipient_rejected=code == 406,
+    )
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Retry-After holds either a number of seconds or an HTTP date."""
     if not value:
