@@ -67,6 +67,18 @@ class SMTPHandler:
     received: list[ReceivedEmail] = field(default_factory=list)
     next_rcpt_replies: deque[str] = field(default_factory=deque)
     rejected: dict[str, str] = field(default_factory=dict)
+    # Real servers (Postfix, Exim) offer PIPELINING; aiosmtpd handles pipelined commands but does not say so.
+    pipelining: bool = True
+    sessions: int = 0
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.sessions += 1
+        session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if address in self.rejected:
@@ -234,7 +246,9 @@ async def admin_client(app: TestApp, scope: str = "admin") -> AdminClient:
     return AdminClient(app.client, await create_token(app.pool, "tests", scope))
 
 
-async def add_confirmed(pool: asyncpg.Pool, count: int, *, list_slug: str = "default", prefix: str = "reader") -> list[str]:
+async def add_confirmed(
+    pool: asyncpg.Pool, count: int, *, list_slug: str = "default", prefix: str = "reader"
+) -> list[str]:
     """`count` confirmed subscribers in one statement: reader0@example.com, reader1@example.com..."""
     await pool.execute(
         """

@@ -63,11 +63,15 @@ async def test_an_issue_reaches_every_confirmed_subscriber_once_and_nobody_else(
            WHERE subscribers.email LIKE 'both%' AND lists.slug = 'weekly'"""
     )
     await add_confirmed(app.pool, 3, prefix="pending")
-    await app.pool.execute("UPDATE subscriptions SET status = 'pending' WHERE subscriber_id IN "
-                           "(SELECT id FROM subscribers WHERE email LIKE 'pending%')")
+    await app.pool.execute(
+        "UPDATE subscriptions SET status = 'pending' WHERE subscriber_id IN "
+        "(SELECT id FROM subscribers WHERE email LIKE 'pending%')"
+    )
     await add_confirmed(app.pool, 3, prefix="gone")
-    await app.pool.execute("UPDATE subscriptions SET status = 'unsubscribed' WHERE subscriber_id IN "
-                           "(SELECT id FROM subscribers WHERE email LIKE 'gone%')")
+    await app.pool.execute(
+        "UPDATE subscriptions SET status = 'unsubscribed' WHERE subscriber_id IN "
+        "(SELECT id FROM subscribers WHERE email LIKE 'gone%')"
+    )
     await add_confirmed(app.pool, 2, prefix="blocked")
     await app.pool.execute("UPDATE subscribers SET status = 'blocklisted' WHERE email LIKE 'blocked%'")
     await add_confirmed(app.pool, 2, prefix="bounced")
@@ -83,7 +87,12 @@ async def test_an_issue_reaches_every_confirmed_subscriber_once_and_nobody_else(
     assert received == sorted(readers + both)
     assert issue["status"] == "sent"
     assert issue["counts"] == {
-        "total": 25, "pending": 0, "sent": 25, "failed": 0, "suppressed": 0, "cancelled": 0,
+        "total": 25,
+        "pending": 0,
+        "sent": 25,
+        "failed": 0,
+        "suppressed": 0,
+        "cancelled": 0,
     }
 
 
@@ -114,7 +123,9 @@ async def test_message_ids_are_unique(app: TestApp, admin: AdminClient) -> None:
     assert len(set(ids)) == len(ids) == 30
 
 
-async def test_sending_twice_with_the_same_key_replays_and_mails_once(app: TestApp, admin: AdminClient) -> None:
+async def test_sending_twice_with_the_same_key_replays_and_mails_once(
+    app: TestApp, admin: AdminClient
+) -> None:
     readers = await add_confirmed(app.pool, 10)
     issue_id = await _draft(admin)
 
@@ -128,7 +139,9 @@ async def test_sending_twice_with_the_same_key_replays_and_mails_once(app: TestA
     assert sorted(a for m in app.smtp.received for a in m.recipients) == sorted(readers)
 
 
-async def test_two_concurrent_identical_requests_get_identical_responses(app: TestApp, admin: AdminClient) -> None:
+async def test_two_concurrent_identical_requests_get_identical_responses(
+    app: TestApp, admin: AdminClient
+) -> None:
     readers = await add_confirmed(app.pool, 200)
     issue_id = await _draft(admin)
 
@@ -158,7 +171,9 @@ async def test_the_same_key_with_another_body_is_refused(app: TestApp, admin: Ad
     assert await app.pool.fetchval("SELECT count(*) FROM issues") == 1
 
 
-async def test_a_repeat_while_the_first_is_still_running_gets_409(database_url: str, smtp: SMTPServer) -> None:
+async def test_a_repeat_while_the_first_is_still_running_gets_409(
+    database_url: str, smtp: SMTPServer
+) -> None:
     async with spawn_app(database_url, smtp, idempotency_wait_seconds=0.5) as app:
         admin = await admin_client(app)
         issue_id = await _draft(admin)
@@ -203,7 +218,9 @@ async def test_4xx_for_a_while_is_retried_then_delivered_once(app: TestApp, admi
     assert (await admin.get(f"/issues/{issue_id}")).json()["status"] == "sent"
 
 
-async def test_5xx_for_one_address_fails_it_at_once_and_suppresses_it(app: TestApp, admin: AdminClient) -> None:
+async def test_5xx_for_one_address_fails_it_at_once_and_suppresses_it(
+    app: TestApp, admin: AdminClient
+) -> None:
     readers = await add_confirmed(app.pool, 5)
     app.smtp.handler.rejected[readers[2]] = "550 5.1.1 mailbox unknown"
     issue_id = await _draft(admin)
@@ -308,7 +325,9 @@ async def test_test_send_goes_to_the_given_addresses_only(app: TestApp, admin: A
 async def test_a_draft_can_be_changed_and_a_sent_issue_cannot(app: TestApp, admin: AdminClient) -> None:
     issue_id = await _draft(admin)
 
-    changed = await admin.patch(f"/issues/{issue_id}", {"subject": "New subject", "html": "<p>x</p>", "text": "x"})
+    changed = await admin.patch(
+        f"/issues/{issue_id}", {"subject": "New subject", "html": "<p>x</p>", "text": "x"}
+    )
     await admin.post(f"/issues/{issue_id}/send")
     refused = await admin.patch(f"/issues/{issue_id}", {"subject": "Too late", "markdown": "y"})
 
@@ -327,7 +346,9 @@ async def test_a_draft_can_be_changed_and_a_sent_issue_cannot(app: TestApp, admi
         {"subject": "line\nbreak", "markdown": "x"},
     ],
 )
-async def test_invalid_issues_are_refused_with_422(app: TestApp, admin: AdminClient, body: dict[str, object]) -> None:
+async def test_invalid_issues_are_refused_with_422(
+    app: TestApp, admin: AdminClient, body: dict[str, object]
+) -> None:
     response = await admin.post("/issues", body)
 
     assert response.status_code == 422
@@ -341,7 +362,8 @@ async def test_lists_and_subscribers_crud_with_keyset_pagination(app: TestApp, a
     list_id = created.json()["id"]
     for n in range(5):
         response = await admin.post(
-            "/subscribers", {"email": f"p{n}@example.com", "name": f"P {n}", "lists": ["dev"], "status": "confirmed"}
+            "/subscribers",
+            {"email": f"p{n}@example.com", "name": f"P {n}", "lists": ["dev"], "status": "confirmed"},
         )
         assert response.status_code == 201, response.text
     again = await admin.post("/subscribers", {"email": "P0@example.com", "lists": ["dev"]})
@@ -363,7 +385,9 @@ async def test_lists_and_subscribers_crud_with_keyset_pagination(app: TestApp, a
     detail = (await admin.get(f"/subscribers/{subscriber_id}")).json()
     assert detail["subscriptions"][0]["list"] == "dev"
     assert detail["subscriptions"][0]["status"] == "confirmed"
-    patched = await admin.patch(f"/subscribers/{subscriber_id}", {"status": "blocklisted", "attributes": {"plan": "pro"}})
+    patched = await admin.patch(
+        f"/subscribers/{subscriber_id}", {"status": "blocklisted", "attributes": {"plan": "pro"}}
+    )
     assert patched.json()["status"] == "blocklisted" and patched.json()["attributes"] == {"plan": "pro"}
     assert (await admin.delete(f"/subscribers/{subscriber_id}")).status_code == 204
     assert (await admin.get(f"/subscribers/{subscriber_id}")).status_code == 404
@@ -394,7 +418,9 @@ async def test_a_pending_subscriber_added_over_the_api_gets_a_confirmation_email
         ("/lists", {"slug": "ok", "name": "x\ny"}),
     ],
 )
-async def test_bad_admin_input_gets_422(app: TestApp, admin: AdminClient, path: str, body: dict[str, object]) -> None:
+async def test_bad_admin_input_gets_422(
+    app: TestApp, admin: AdminClient, path: str, body: dict[str, object]
+) -> None:
     response = await admin.post(path, body)
 
     assert response.status_code == 422, response.text

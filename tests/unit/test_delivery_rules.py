@@ -7,13 +7,12 @@ import email.policy
 import random
 from email.headerregistry import Address
 
-import aiosmtplib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from newsletter.services.emails import RenderedEmail, render, to_mime
-from newsletter.transports.base import classify_http_status, classify_smtp_error, parse_retry_after
+from newsletter.transports.base import SMTPError, classify_http_status, classify_smtp_error, parse_retry_after
 from newsletter.worker.retry import RetryPolicy
 
 
@@ -47,24 +46,16 @@ def test_no_delay_after_the_last_attempt() -> None:
 @pytest.mark.parametrize(
     ("error", "permanent", "rejected"),
     [
-        (
-            aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "no such user", "a@b.c")]),
-            True,
-            True,
-        ),
-        (
-            aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(451, "greylisted", "a@b.c")]),
-            False,
-            False,
-        ),
-        (aiosmtplib.SMTPDataError(554, "spam"), True, False),
-        (aiosmtplib.SMTPDataError(452, "full"), False, False),
-        (aiosmtplib.SMTPSenderRefused(553, "bad sender", "s@x"), True, False),
-        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), False, False),
-        (aiosmtplib.SMTPConnectError("refused"), False, False),
-        (aiosmtplib.SMTPServerDisconnected("gone"), False, False),
-        (aiosmtplib.SMTPTimeoutError("slow"), False, False),
+        (SMTPError("rcpt", 550, "no such user"), True, True),
+        (SMTPError("rcpt", 451, "greylisted"), False, False),
+        (SMTPError("data", 554, "spam"), True, False),
+        (SMTPError("data", 452, "full"), False, False),
+        (SMTPError("mail", 553, "bad sender"), True, False),
+        (SMTPError("connect", 535, "bad credentials"), False, False),
+        (SMTPError("connect", 554, "no service"), False, False),
+        (ConnectionRefusedError("refused"), False, False),
         (ConnectionResetError("reset"), False, False),
+        (TimeoutError(), False, False),
     ],
 )
 def test_smtp_failures_are_classified_in_one_place(

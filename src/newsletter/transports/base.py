@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-import aiosmtplib
-
 
 @dataclass(frozen=True, slots=True)
 class OutgoingEmail:
@@ -36,6 +34,16 @@ class Failed:
 SendResult = Sent | Failed
 
 
+class SMTPError(Exception):
+    """A reply the server gave at one stage of a conversation: connect, mail, rcpt or data."""
+
+    def __init__(self, stage: str, code: int, message: str) -> None:
+        super().__init__(f"{code} {message}")
+        self.stage = stage
+        self.code = code
+        self.message = message
+
+
 class Transport(Protocol):
     async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
         """Send each email; one result per email, in order. Never raises for a failed send."""
@@ -44,21 +52,22 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
+# "Authentication required", "must issue STARTTLS first" and the like refuse our session, not the message.
+SESSION_REFUSALS = frozenset({530, 534, 535, 538})
+
+
 def classify_smtp_error(error: BaseException) -> Failed:
-    """SMTP replies 4xx and every network problem are transient; 5xx replies are permanent."""
-    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
-        refusal = error.recipients[0]
+    """SMTP replies 4xx and every network problem are transient; 5xx replies are permanent, and a 5xx refusal of
+    the recipient means that address must not be mailed again. Trouble setting up the session (greeting, TLS,
+    login) says nothing about the message: it is kept until the operator fixes the server or credentials."""
+    if isinstance(error, SMTPError):
+        permanent = error.code >= 500 and error.stage != "connect" and error.code not in SESSION_REFUSALS
         return Failed(
-            error=f"{refusal.code} {refusal.message}",
-            permanent=refusal.code >= 500,
-            recipient_rejected=refusal.code >= 500,
+            error=f"{error.code} {error.message}"[:1000],
+            permanent=permanent,
+            recipient_rejected=permanent and error.stage == "rcpt",
         )
-    if isinstance(error, aiosmtplib.SMTPAuthenticationError | aiosmtplib.SMTPConnectResponseError):
-        # A problem with our own server or credentials, not with this message: keep it until that is fixed.
-        return Failed(error=f"{error.code} {error.message}", permanent=False)
-    if isinstance(error, aiosmtplib.SMTPResponseException):
-        return Failed(error=f"{error.code} {error.message}", permanent=error.code >= 500)
-    return Failed(error=f"{type(error).__name__}: {error}".strip(": "), permanent=False)
+    return Failed(error=f"{type(error).__name__}: {error}".strip(": ")[:1000], permanent=False)
 
 
 def classify_http_status(status: int, detail: str, retry_after_header: str | None = None) -> Failed:

@@ -1,0 +1,141 @@
+"""The SMTP client against a real server: pipelining or not, connection reuse, STARTTLS and AUTH."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from newsletter.config import EmailURL
+from newsletter.transports.base import Failed, OutgoingEmail, Sent
+from newsletter.transports.smtp import SMTPTransport
+from tests.harness import SMTPHandler, SMTPServer, free_port
+
+pytestmark = pytest.mark.asyncio
+
+MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\n\r\n.leading dot\r\nline\r\n"
+
+
+def email(n: int, recipient: str = "b@example.com") -> OutgoingEmail:
+    return OutgoingEmail(n, "a@example.com", recipient, MESSAGE)
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_many_emails_over_few_reused_connections(smtp: SMTPServer, pipelining: bool) -> None:
+    smtp.handler.pipelining = pipelining
+    transport = SMTPTransport(EmailURL.parse(smtp.url), pool_size=3, timeout=5)
+
+    results = await transport.send_batch([email(n, f"r{n}@example.com") for n in range(30)])
+    await transport.close()
+
+    assert all(isinstance(result, Sent) for result in results)
+    assert sorted(m.recipients[0] for m in smtp.received) == sorted(f"r{n}@example.com" for n in range(30))
+    assert smtp.handler.sessions <= 3
+    # Dot-stuffing is undone by the server: the body arrives as it was written.
+    assert smtp.received[0].raw.endswith(b"\r\n\r\n.leading dot\r\nline\r\n")
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_refused_recipient_does_not_spoil_the_connection(smtp: SMTPServer, pipelining: bool) -> None:
+    smtp.handler.pipelining = pipelining
+    smtp.handler.rejected["nobody@example.com"] = "550 5.1.1 unknown"
+    smtp.handler.next_rcpt_replies.append("451 4.3.0 later")
+    transport = SMTPTransport(EmailURL.parse(smtp.url), pool_size=1, timeout=5)
+
+    results = [
+        await transport.send(email(n, address))
+        for n, address in enumerate(["first@example.com", "nobody@example.com", "third@example.com"])
+    ]
+    await transport.close()
+
+    assert isinstance(results[0], Failed) and not results[0].permanent and results[0].error.startswith("451")
+    assert isinstance(results[1], Failed) and results[1].permanent and results[1].recipient_rejected
+    assert isinstance(results[2], Sent)
+    assert [m.recipients for m in smtp.received] == [["third@example.com"]]
+    assert smtp.handler.sessions == 1
+
+
+async def test_a_server_that_stalls_times_out_as_a_transient_failure() -> None:
+    async def stall(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(10)
+        writer.close()
+
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = SMTPTransport(EmailURL.parse(f"smtp://127.0.0.1:{port}"), pool_size=1, timeout=0.3)
+
+    result = await transport.send(email(1))
+    server.close()
+
+    assert isinstance(result, Failed) and not result.permanent
+
+
+async def test_non_ascii_recipients_use_smtputf8(smtp: SMTPServer) -> None:
+    transport = SMTPTransport(EmailURL.parse(smtp.url), pool_size=1, timeout=5)
+
+    result = await transport.send(email(1, "jürgen@example.com"))
+    await transport.close()
+
+    assert isinstance(result, Sent)
+    assert smtp.received[0].recipients == ["jürgen@example.com"]
+
+
+class Authenticator:
+    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"mailer", b"s3cret:pass")
+        return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, cert
+
+
+async def test_starttls_and_auth(certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    key, cert = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = SMTPHandler()
+    port = free_port()
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
+        authenticator=Authenticator(), auth_required=True,
+    )  # fmt: skip
+    controller.start()
+    # Trust the test's own certificate authority, as an operator's system trusts theirs.
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    try:
+        good = SMTPTransport(
+            EmailURL.parse(f"smtp://mailer:s3cret%3Apass@127.0.0.1:{port}?tls=starttls"),
+            pool_size=1,
+            timeout=5,
+        )
+        bad = SMTPTransport(
+            EmailURL.parse(f"smtp://mailer:wrong@127.0.0.1:{port}?tls=starttls"), pool_size=1, timeout=5
+        )
+        plain = SMTPTransport(EmailURL.parse(f"smtp://127.0.0.1:{port}"), pool_size=1, timeout=5)
+
+        sent = await good.send(email(1))
+        refused = await bad.send(email(2))
+        without_tls = await plain.send(email(3))
+        for transport in (good, bad, plain):
+            await transport.close()
+    finally:
+        controller.stop()
+
+    assert isinstance(sent, Sent)
+    assert isinstance(refused, Failed) and not refused.permanent, "bad credentials keep the email"
+    assert isinstance(without_tls, Failed) and not without_tls.permanent
+    assert len(handler.received) == 1
