@@ -112,3 +112,26 @@ def test_no_header_value_can_carry_a_line_break(before: str, newline: str, after
         return
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert message["Bcc"] is None
+
+
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), max_size=120),
+        max_size=8,
+    ),
+    st.text(alphabet=st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), max_size=100),
+    st.booleans(),
+)
+def test_bodies_encoded_once_decode_to_the_filled_text(lines: list[str], value: str, escape: bool) -> None:
+    import binascii
+    import html
+
+    from newsletter.services.emails import EncodedBody
+
+    placeholder = "NLPHxVALUEx"
+    body = "\r\n".join([*lines[:2], f"before {placeholder} after", *lines[2:]]) + "\r\n"
+    encoded = b"".join(EncodedBody.build(body, escape=escape).fill({placeholder: value}))
+
+    expected = body.replace(placeholder, html.escape(value) if escape else value)
+    assert binascii.a2b_qp(encoded).decode() == expected
+    assert all(len(line) <= 78 for line in encoded.split(b"\r\n"))

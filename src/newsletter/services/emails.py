@@ -23,6 +23,7 @@ from newsletter.templating import environment
 
 CRLF = b"\r\n"
 # Placeholders are plain alphanumerics: header folding and quoted-printable leave them whole.
+PLACEHOLDER_PREFIX = "NLPHx"
 RECIPIENT = "NLPHxRECIPIENTx"
 MESSAGE_ID = "NLPHxMESSAGEIDx"
 DATE = "NLPHxDATEx"
@@ -46,11 +47,49 @@ def render(template: str, **context: Any) -> RenderedEmail:
 
 
 @dataclass(frozen=True, slots=True)
+class EncodedBody:
+    """A body in quoted-printable, encoded once: only the lines holding a placeholder are encoded per message.
+
+    Quoted-printable works line by line, so encoded runs of whole lines can be joined as they are.
+    """
+
+    parts: tuple[bytes | str, ...]
+    escape: bool
+
+    @classmethod
+    def build(cls, body: str, *, escape: bool) -> EncodedBody:
+        parts: list[bytes | str] = []
+        static: list[str] = []
+        for line in _crlf(body).splitlines(keepends=True):
+            if PLACEHOLDER_PREFIX in line:
+                if static:
+                    parts.append(_qp("".join(static)))
+                    static = []
+                parts.append(line)
+            else:
+                static.append(line)
+        if static:
+            parts.append(_qp("".join(static)))
+        return cls(tuple(parts), escape)
+
+    def fill(self, values: Mapping[str, str]) -> list[bytes]:
+        filled = []
+        for part in self.parts:
+            if isinstance(part, bytes):
+                filled.append(part)
+                continue
+            for placeholder, value in values.items():
+                part = part.replace(placeholder, html_lib.escape(value) if self.escape else value)
+            filled.append(_qp(part))
+        return filled
+
+
+@dataclass(frozen=True, slots=True)
 class MessageTemplate:
     head: str
-    text: str
-    html: str
-    boundary: str
+    text: EncodedBody
+    html: EncodedBody
+    boundary: bytes
 
     @classmethod
     def build(
@@ -68,26 +107,29 @@ class MessageTemplate:
             f"{encoded}To: {RECIPIENT}\r\nDate: {DATE}\r\nMessage-ID: {MESSAGE_ID}\r\nMIME-Version: 1.0\r\n"
             f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
         )
-        return cls(head=head, text=_crlf(rendered.text), html=_crlf(rendered.html), boundary=boundary)
+        return cls(
+            head=head,
+            text=EncodedBody.build(rendered.text, escape=False),
+            html=EncodedBody.build(rendered.html, escape=True),
+            boundary=boundary.encode(),
+        )
 
     def fill(self, *, recipient: str, message_id: str, values: Mapping[str, str] | None = None) -> bytes:
         """One recipient's message. `values` replace placeholders in headers and bodies (escaped for HTML)."""
+        values = values or {}
         head = self.head.replace(RECIPIENT, recipient, 1).replace(MESSAGE_ID, message_id, 1)
         head = head.replace(DATE, _date_now(), 1)
-        text, html = self.text, self.html
-        for placeholder, value in (values or {}).items():
+        for placeholder, value in values.items():
             head = head.replace(placeholder, value)
-            text = text.replace(placeholder, value)
-            html = html.replace(placeholder, html_lib.escape(value))
-        boundary = self.boundary.encode()
+        boundary = self.boundary
         return b"".join((
             head.encode(),
             b"--", boundary, CRLF,
             b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n',
-            binascii.b2a_qp(text.encode(), istext=True), CRLF,
+            *self.text.fill(values), CRLF,
             b"--", boundary, CRLF,
             b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n',
-            binascii.b2a_qp(html.encode(), istext=True), CRLF,
+            *self.html.fill(values), CRLF,
             b"--", boundary, b"--", CRLF,
         ))  # fmt: skip
 
@@ -102,6 +144,10 @@ def to_mime(
     """A single message through the same path, for transactional emails."""
     template = MessageTemplate.build(rendered, sender=sender, headers=headers)
     return template.fill(recipient=recipient, message_id=message_id(sender.domain or "localhost", "tx"))
+
+
+def _qp(text: str) -> bytes:
+    return binascii.b2a_qp(text.encode(), istext=True)
 
 
 def _crlf(body: str) -> str:

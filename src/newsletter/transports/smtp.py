@@ -95,7 +95,7 @@ class SMTPConnection:
             body = b"." + body
         if not body.endswith(CRLF):
             body += CRLF
-        self.writer.write(body + b".\r\n")
+        self.writer.writelines((body, b".\r\n"))
         final = await self._reply()
         if final.code != 250:
             raise SMTPError("data", final.code, final.message)
@@ -166,31 +166,46 @@ class SMTPTransport:
         self.url = url
         self.timeout = timeout
         self.local_hostname = local_hostname
+        self._pool_size = pool_size
         self._slots = asyncio.Semaphore(pool_size)
         self._idle: list[SMTPConnection] = []
 
     async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
-        return list(await asyncio.gather(*(self.send(email) for email in emails)))
+        """Each connection takes the next waiting email until none is left: one task per connection, not per
+        email."""
+        results: list[SendResult | None] = [None] * len(emails)
+        waiting = iter(range(len(emails)))
+
+        async def sender() -> None:
+            async with self._slots:
+                for index in waiting:
+                    results[index] = await self._send(emails[index])
+
+        await asyncio.gather(*(sender() for _ in range(min(self._pool_size, len(emails)))))
+        return [result for result in results if result is not None]
 
     async def send(self, email: OutgoingEmail) -> SendResult:
         async with self._slots:
-            connection: SMTPConnection | None = None
-            try:
-                async with asyncio.timeout(self.timeout):
-                    connection = await self._checkout()
-                    reply = await connection.send(email.envelope_from, email.recipient, email.message)
-            except SMTPError as error:
-                if connection is not None and error.stage != "connect" and connection.is_open:
-                    self._idle.append(connection)  # the server answered and the session was reset: reusable
-                elif connection is not None:
-                    connection.close()
-                return classify_smtp_error(error)
-            except (OSError, TimeoutError, EOFError, asyncio.IncompleteReadError, ssl.SSLError) as error:
-                if connection is not None:
-                    connection.close()
-                return classify_smtp_error(error)
-            self._idle.append(connection)
-            return Sent(reply[:500] or None)
+            return await self._send(email)
+
+    async def _send(self, email: OutgoingEmail) -> SendResult:
+        connection: SMTPConnection | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                connection = await self._checkout()
+                reply = await connection.send(email.envelope_from, email.recipient, email.message)
+        except SMTPError as error:
+            if connection is not None and error.stage != "connect" and connection.is_open:
+                self._idle.append(connection)  # the server answered and the session was reset: reusable
+            elif connection is not None:
+                connection.close()
+            return classify_smtp_error(error)
+        except (OSError, TimeoutError, EOFError, asyncio.IncompleteReadError, ssl.SSLError) as error:
+            if connection is not None:
+                connection.close()
+            return classify_smtp_error(error)
+        self._idle.append(connection)
+        return Sent(reply[:500] or None)
 
     async def _checkout(self) -> SMTPConnection:
         while self._idle:
