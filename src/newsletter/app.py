@@ -40,6 +40,7 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
     )
     app.state.settings = settings
     app.state.pool = pool
+    app.state.secret_key = settings.resolved_secret_key().encode()
     app.include_router(public.router)
     app.include_router(api.router)
     static = resources.files("newsletter").joinpath("static")

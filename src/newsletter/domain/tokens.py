@@ -1,15 +1,17 @@
-"""Secret tokens sent to people (confirmation links); only their SHA-256 hash is ever stored."""
+"""Secret tokens sent to people: confirmation links (random, stored hashed) and unsubscribe links (signed)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
 import secrets
+import struct
 from dataclasses import dataclass
 
 TOKEN_BYTES = 32
-# 32 bytes in unpadded base64url.
+# 32 bytes in unpadded base64url (both kinds of token).
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
@@ -30,3 +32,32 @@ class Token:
     def digest(self) -> bytes:
         # 256 random bits need no salt or slow hash: a hash only keeps a database leak from yielding links.
         return hashlib.sha256(self.value.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeToken:
+    """Names a subscription (subscriber and list) in an unsubscribe link, signed so it cannot be forged.
+
+    Signed rather than stored: every newsletter carries one, and the database keeps no secret that a leak
+    would turn into working links. 128 bits of HMAC-SHA256.
+    """
+
+    subscriber_id: int
+    list_id: int
+
+    def sign(self, key: bytes) -> str:
+        payload = struct.pack(">QQ", self.subscriber_id, self.list_id)
+        mac = hmac.new(key, b"unsubscribe:" + payload, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode()
+
+    @classmethod
+    def verify(cls, key: bytes, token: str) -> UnsubscribeToken | None:
+        if not _TOKEN_SHAPE.match(token):
+            return None
+        raw = base64.urlsafe_b64decode(token + "=")
+        payload, mac = raw[:16], raw[16:]
+        expected = hmac.new(key, b"unsubscribe:" + payload, hashlib.sha256).digest()[:16]
+        if not hmac.compare_digest(mac, expected):
+            return None
+        subscriber_id, list_id = struct.unpack(">QQ", payload)
+        return cls(subscriber_id, list_id)

@@ -1,8 +1,8 @@
 """The one path by which every email becomes MIME bytes.
 
-An email is rendered once into a `MessageTemplate` (headers encoded, bodies rendered from Jinja2 templates) with
-the per-recipient parts left as placeholders; `fill` then makes each recipient's message with a few string
-replacements and the C quoted-printable encoder, so an issue to 100,000 people is rendered once, not 100,000 times.
+An email is rendered once into a `MessageTemplate` (headers encoded, bodies rendered from Jinja2 templates)
+with the per-recipient parts left as placeholders; `fill` then makes each recipient's message with a few
+string replacements, so an issue to 100,000 people is rendered once, not 100,000 times.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ from typing import Any
 from newsletter.templating import environment
 
 CRLF = b"\r\n"
+TEXT_PART = (
+    b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+)
+HTML_PART = b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
 # Placeholders are plain alphanumerics: header folding and quoted-printable leave them whole.
 PLACEHOLDER_PREFIX = "NLPHx"
 RECIPIENT = "NLPHxRECIPIENTx"
@@ -125,10 +129,10 @@ class MessageTemplate:
         return b"".join((
             head.encode(),
             b"--", boundary, CRLF,
-            b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n',
+            TEXT_PART,
             *self.text.fill(values), CRLF,
             b"--", boundary, CRLF,
-            b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n',
+            HTML_PART,
             *self.html.fill(values), CRLF,
             b"--", boundary, b"--", CRLF,
         ))  # fmt: skip

@@ -11,7 +11,7 @@ import asyncpg
 
 from newsletter.db.queries import query
 
-TOKEN_PREFIX = "nl_"
+TOKEN_PREFIX = "nl_"  # noqa: S105 - a visible prefix, not a secret
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,9 +57,9 @@ SESSION_REFUSALS = frozenset({530, 534, 535, 538})
 
 
 def classify_smtp_error(error: BaseException) -> Failed:
-    """SMTP replies 4xx and every network problem are transient; 5xx replies are permanent, and a 5xx refusal of
-    the recipient means that address must not be mailed again. Trouble setting up the session (greeting, TLS,
-    login) says nothing about the message: it is kept until the operator fixes the server or credentials."""
+    """SMTP replies 4xx and every network problem are transient; 5xx replies are permanent, and a 5xx
+    refusal of the recipient means that address must not be mailed again. Trouble setting up the session
+    (greeting, TLS, login) says nothing about the message: it is kept until the operator fixes it."""
     if isinstance(error, SMTPError):
         permanent = error.code >= 500 and error.stage != "connect" and error.code not in SESSION_REFUSALS
         return Failed(

@@ -14,7 +14,8 @@ from starlette.datastructures import UploadFile
 
 from newsletter.config import Settings
 from newsletter.domain.subscriber import InvalidInput, ListSlug, SubscriberEmail, SubscriberName
-from newsletter.services import subscriptions
+from newsletter.domain.tokens import UnsubscribeToken
+from newsletter.services import subscriptions, unsubscribe
 from newsletter.services.ratelimit import RateLimited
 from newsletter.services.subscriptions import Confirmation, Evidence, SignupLimits, SubscriptionRequest
 from newsletter.templating import environment
@@ -275,6 +276,42 @@ async def resend_confirmation(request: Request) -> Response:
     except RateLimited as limited:
         return _too_many(True, limited.retry_after)
     return page("signup_done", 202)
+
+
+def _unsubscribe_token(request: Request, raw: str) -> UnsubscribeToken | None:
+    key: bytes = request.app.state.secret_key
+    return UnsubscribeToken.verify(key, raw)
+
+
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse, summary="The unsubscribe page")
+async def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
+    """Shows the buttons and the person's lists; changes nothing (link scanners fetch every GET)."""
+    parsed = _unsubscribe_token(request, token)
+    found = await unsubscribe.preferences(_pool(request), parsed) if parsed else None
+    if found is None:
+        return page("not_found", 404)
+    return page("unsubscribe", token=token, preferences=found, done=False)
+
+
+@router.post(
+    "/unsubscribe/{token}",
+    response_class=HTMLResponse,
+    summary="Unsubscribe (RFC 8058 one-click: body List-Unsubscribe=One-Click)",
+)
+async def unsubscribe_now(request: Request, token: str) -> HTMLResponse:
+    """One-click clients send `List-Unsubscribe=One-Click` with no cookie; the page's own form may send
+    `scope=all`. Whatever the body, a POST with a valid token unsubscribes, and never redirects."""
+    parsed = _unsubscribe_token(request, token)
+    if parsed is None:
+        return page("not_found", 404)
+    try:
+        fields = await read_fields(request, ("scope",))
+    except (BadRequest, FieldErrors):
+        fields = {}
+    found = await unsubscribe.unsubscribe(_pool(request), parsed, everything=fields.get("scope") == "all")
+    if found is None:
+        return page("not_found", 404)
+    return page("unsubscribe", token=token, preferences=found, done=True)
 
 
 @router.get("/health/live", summary="The process is up")

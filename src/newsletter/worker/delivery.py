@@ -2,7 +2,7 @@
 
 Any number of workers, in any number of processes, run side by side; they coordinate only through the
 database (row locks with SKIP LOCKED, and leases that expire when a worker dies). Within a process, a few
-lanes each run claim -> send -> record, so the mail server is kept busy while another lane talks to PostgreSQL.
+lanes each run claim -> send -> record, so the mail server stays busy while another lane talks to PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from markupsafe import Markup
 from newsletter import telemetry
 from newsletter.config import Settings
 from newsletter.db.queries import query
-from newsletter.domain.tokens import Token
+from newsletter.domain.tokens import Token, UnsubscribeToken
 from newsletter.services import emails
 from newsletter.services.issues import start_due_issues
 from newsletter.transports.base import Failed, OutgoingEmail, SendResult, Sent, Transport
@@ -36,6 +36,7 @@ WAKE_CHANNEL = "newsletter_deliveries"
 # PostgreSQL errors and lost connections both mean "the database is not answering right now".
 DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 LIST_ID = "NLPHxLISTIDx"
+UNSUBSCRIBE_URL = "NLPHxUNSUBSCRIBEx"
 
 
 @dataclass(slots=True)
@@ -74,6 +75,7 @@ class DeliveryWorker:
         self._envelope_from = self._sender.addr_spec
         self._domain = self._sender.domain or "localhost"
         self._issues: dict[int, IssueTemplate] = {}
+        self._secret_key = settings.resolved_secret_key().encode()
         self._wakers: list[asyncio.Event] = []
         self._closing = asyncio.Event()
 
@@ -235,29 +237,32 @@ class DeliveryWorker:
                 self._issues[issue["id"]] = IssueTemplate(issue["updated_at"], self._render_issue(issue))
 
     def _render_issue(self, issue: asyncpg.Record) -> emails.MessageTemplate:
-        footer = "You receive this email because you subscribed to it."
         rendered = emails.render(
             "newsletter",
             subject=issue["subject"],
             # Written by an admin: rendered from Markdown (raw HTML disabled) or given as HTML on purpose.
             content=Markup(issue["html"]),  # noqa: S704
             text_content=issue["text_body"],
-            footer_html=footer,
-            footer_text=footer,
+            unsubscribe_url=UNSUBSCRIBE_URL,
         )
-        return emails.MessageTemplate.build(rendered, sender=self._sender, headers={"List-Id": LIST_ID})
+        headers = {
+            "List-Id": LIST_ID,
+            "List-Unsubscribe": f"<{UNSUBSCRIBE_URL}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+        return emails.MessageTemplate.build(rendered, sender=self._sender, headers=headers)
 
     def _newsletter_email(self, row: asyncpg.Record) -> OutgoingEmail:
         template = self._issues[row["issue_id"]].template
-        list_id = (
-            f"{row['list_name']} <{row['list_slug']}.{self._domain}>"
-            if row["list_slug"]
-            else f"Test <test.{self._domain}>"
-        )
+        if row["list_slug"]:
+            list_id = f"{row['list_name']} <{row['list_slug']}.{self._domain}>"
+            token = UnsubscribeToken(row["subscriber_id"], row["list_id"]).sign(self._secret_key)
+        else:  # a test copy: nobody to unsubscribe
+            list_id, token = f"Test <test.{self._domain}>", "test-copy"
         message = template.fill(
             recipient=row["recipient"],
             message_id=emails.message_id(self._domain, f"{row['id']}.{row['attempts']}"),
-            values={LIST_ID: list_id},
+            values={LIST_ID: list_id, UNSUBSCRIBE_URL: f"{self.settings.base_url}/unsubscribe/{token}"},
         )
         return OutgoingEmail(row["id"], self._envelope_from, row["recipient"], message)
 

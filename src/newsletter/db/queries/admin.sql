@@ -70,7 +70,8 @@ WITH added AS (
     SELECT 'confirmation', added.subscriber_id, added.list_id, subscribers.email, $5
     FROM added JOIN subscribers ON subscribers.id = added.subscriber_id
     WHERE added.status = 'pending'
-      AND NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower(subscribers.email))
+      AND NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower(subscribers.email)
+                                                  AND suppressions.reason <> 'unsubscribe_all')
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM queued) AS queued,

@@ -27,7 +27,10 @@ RETURNING d.id, d.kind, d.issue_id, d.subscriber_id, d.list_id, d.recipient, d.a
                       JOIN subscribers AS p ON p.id = s.subscriber_id AND p.status = 'active'
                       WHERE s.subscriber_id = d.subscriber_id AND s.status = 'confirmed')
           ELSE true END AS still_wanted,
-          EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower(d.recipient)) AS suppressed;
+          EXISTS (SELECT 1 FROM suppressions
+                  WHERE lower(suppressions.email) = lower(d.recipient)
+                    -- A confirmation asked for after unsubscribing from everything is a new, explicit request.
+                    AND (d.kind <> 'confirmation' OR suppressions.reason <> 'unsubscribe_all')) AS suppressed;
 
 -- name: reclaim_expired_leases
 -- A worker that died (or lost the database) holds leases that will never be settled: put them back.

@@ -41,7 +41,8 @@ WITH list AS (
     FROM subscription, subscriber
     WHERE subscription.status = 'pending'
       AND subscriber.status = 'active'
-      AND NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower($1))
+      AND NOT EXISTS (SELECT 1 FROM suppressions
+                      WHERE lower(suppressions.email) = lower($1) AND suppressions.reason <> 'unsubscribe_all')
     RETURNING id
 ), wake AS (
     SELECT pg_notify('newsletter_deliveries', '') FROM delivery
@@ -64,11 +65,20 @@ WITH used AS (
     WHERE subscriptions.subscriber_id = used.subscriber_id
       AND subscriptions.list_id = used.list_id
       AND subscriptions.status = 'pending'
-    RETURNING subscriptions.list_id
+    RETURNING subscriptions.subscriber_id
+), lifted AS (
+    -- Someone who had unsubscribed from everything has now asked again, explicitly.
+    DELETE FROM suppressions
+    USING subscribers, confirmed
+    WHERE subscribers.id = confirmed.subscriber_id
+      AND lower(suppressions.email) = lower(subscribers.email)
+      AND suppressions.reason = 'unsubscribe_all'
+    RETURNING 1
 )
 SELECT token.used_at IS NOT NULL AS used_before,
        token.expires_at <= now() AS expired,
        EXISTS (SELECT 1 FROM used) AS used_now,
+       (SELECT count(*) FROM lifted) AS lifted,
        lists.name AS list_name
 FROM confirmation_tokens AS token
 JOIN lists ON lists.id = token.list_id
@@ -90,7 +100,8 @@ WITH target AS (
     WHERE token.token_hash = $1
       AND subscriptions.status = 'pending'
       AND subscribers.status = 'active'
-      AND NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower(subscribers.email))
+      AND NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower(subscribers.email)
+                                                    AND suppressions.reason <> 'unsubscribe_all')
 ), delivery AS (
     INSERT INTO deliveries (kind, subscriber_id, list_id, recipient, request_id)
     SELECT 'confirmation', subscriber_id, list_id, email, $2 FROM target
@@ -119,3 +130,29 @@ RETURNING key, hits,
 
 -- name: purge_rate_limits
 DELETE FROM rate_limits WHERE window_start + make_interval(secs => window_seconds) < now();
+
+-- name: unsubscribe_preferences
+SELECT subscribers.email, lists.id AS list_id, lists.name AS list_name, subscriptions.status
+FROM subscribers
+JOIN subscriptions ON subscriptions.subscriber_id = subscribers.id
+JOIN lists ON lists.id = subscriptions.list_id
+WHERE subscribers.id = $1
+ORDER BY lists.name;
+
+-- name: unsubscribe
+-- $1 subscriber, $2 list, $3 every list (and suppress the address). NULL when the subscriber does not exist.
+WITH person AS (
+    SELECT id, email FROM subscribers WHERE id = $1
+), ended AS (
+    UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = now(), updated_at = now()
+    FROM person
+    WHERE subscriptions.subscriber_id = person.id AND (subscriptions.list_id = $2 OR $3)
+      AND subscriptions.status <> 'unsubscribed'
+    RETURNING 1
+), suppressed AS (
+    INSERT INTO suppressions (email, reason, detail)
+    SELECT email, 'unsubscribe_all', 'unsubscribed from every list' FROM person WHERE $3
+    ON CONFLICT ((lower(email))) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ended) FROM person;
