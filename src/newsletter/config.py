@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     send_rate_per_second: float | None = Field(default=None, gt=0)
     send_rate_per_hour: float | None = Field(default=None, gt=0)
 
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_private_key: SecretStr | None = None
+    dkim_private_key_file: Path | None = None
+
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
 
@@ -156,6 +161,14 @@ class Settings(BaseSettings):
         if self.email_url is None:
             return EmailURL(scheme="file", path=self.data_dir.resolve() / "outbox")
         return EmailURL.parse(self.email_url.get_secret_value())
+
+    def dkim_key(self) -> bytes | None:
+        """The DKIM private key (PEM), when signing is configured."""
+        if self.dkim_private_key is not None:
+            return self.dkim_private_key.get_secret_value().encode()
+        if self.dkim_private_key_file is not None:
+            return self.dkim_private_key_file.read_bytes()
+        return None
 
     @property
     def sender_address(self) -> Address:
@@ -198,6 +211,7 @@ class Settings(BaseSettings):
         )
         values["email_url"] = self.email.redacted()
         values["secret_key"] = "***" if self.secret_key else "(generated, kept in the data directory)"
+        values["dkim_private_key"] = "***" if self.dkim_private_key else None
         values["data_dir"] = str(self.data_dir)
         return values
 

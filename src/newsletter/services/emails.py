@@ -19,6 +19,8 @@ from email.policy import SMTP
 from email.utils import formatdate
 from typing import Any
 
+import dkim
+
 from newsletter.templating import environment
 
 CRLF = b"\r\n"
@@ -136,6 +138,31 @@ class MessageTemplate:
             *self.html.fill(values), CRLF,
             b"--", boundary, b"--", CRLF,
         ))  # fmt: skip
+
+
+class DkimSigner:
+    """Signs whole messages with DKIM (RFC 6376) over the headers receivers and RFC 8058 look at."""
+
+    HEADERS = (
+        b"from", b"to", b"subject", b"date", b"message-id", b"list-id", b"list-unsubscribe",
+        b"list-unsubscribe-post",
+    )  # fmt: skip
+
+    def __init__(self, selector: str, domain: str, private_key: bytes) -> None:
+        self.selector = selector.encode()
+        self.domain = domain.encode()
+        self.private_key = private_key
+        try:
+            self.sign(b"From: check@" + self.domain + b"\r\n\r\ncheck\r\n")
+        except dkim.DKIMException as error:
+            raise ValueError(f"the DKIM private key cannot sign: {error}") from None
+
+    def sign(self, message: bytes) -> bytes:
+        signature: bytes = dkim.sign(
+            message, self.selector, self.domain, self.private_key,
+            include_headers=list(self.HEADERS), linesep=b"\r\n",
+        )  # fmt: skip
+        return signature + message
 
 
 def message_id(domain: str, unique: str) -> str:

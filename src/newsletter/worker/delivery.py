@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -76,6 +76,12 @@ class DeliveryWorker:
         self._domain = self._sender.domain or "localhost"
         self._issues: dict[int, IssueTemplate] = {}
         self._secret_key = settings.resolved_secret_key().encode()
+        key = settings.dkim_key()
+        self._dkim = (
+            emails.DkimSigner(settings.dkim_selector, settings.dkim_domain or self._domain, key)
+            if settings.dkim_selector and key
+            else None
+        )
         self._wakers: list[asyncio.Event] = []
         self._closing = asyncio.Event()
 
@@ -211,7 +217,14 @@ class DeliveryWorker:
         if newsletters:
             await self._load_issues(newsletters)
             batch.emails.extend(self._newsletter_email(row) for row in newsletters)
+        if self._dkim is not None and batch.emails:
+            # RSA signing in pure Python takes milliseconds a message: off the event loop.
+            batch.emails = await asyncio.to_thread(self._sign_all, batch.emails)
         return batch
+
+    def _sign_all(self, unsigned: list[OutgoingEmail]) -> list[OutgoingEmail]:
+        assert self._dkim is not None
+        return [replace(email, message=self._dkim.sign(email.message)) for email in unsigned]
 
     def _confirmation_email(self, row: asyncpg.Record, token: Token) -> OutgoingEmail:
         link = f"{self.settings.base_url}/subscriptions/confirm?{urlencode({'token': token.value})}"
