@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     send_rate_per_second: float | None = Field(default=None, gt=0)
     send_rate_per_hour: float | None = Field(default=None, gt=0)
 
+    purge_unconfirmed_days: int = Field(default=30, ge=1)
+
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_private_key: SecretStr | None = None

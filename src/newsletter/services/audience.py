@@ -114,11 +114,6 @@ async def update_subscriber(
     return await get_subscriber(conn, subscriber_id)
 
 
-async def delete_subscriber(conn: asyncpg.Connection, subscriber_id: int) -> None:
-    if await conn.fetchval(query("subscriber_delete"), subscriber_id) is None:
-        raise NotFound(f"subscriber {subscriber_id} does not exist")
-
-
 async def subscriber_page(
     conn: asyncpg.Connection,
     *,

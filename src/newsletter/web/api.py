@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from newsletter.db.queries import query
 from newsletter.domain.subscriber import InvalidInput, ListSlug, SubscriberEmail, SubscriberName
-from newsletter.services import audience, issues
+from newsletter.services import audience, issues, privacy
 from newsletter.services.errors import Conflict, Invalid, NotFound
 from newsletter.services.tokens import Principal, authenticate
 from newsletter.web.problems import PROBLEM_JSON
@@ -328,10 +328,19 @@ async def patch_subscriber(
     )
 
 
-@router.delete("/subscribers/{subscriber_id}", status_code=204, summary="Delete a subscriber")
+@router.delete(
+    "/subscribers/{subscriber_id}",
+    status_code=204,
+    summary="Erase a subscriber: every personal datum goes; past issues keep their counts",
+)
 async def delete_subscriber(request: Request, who: Auth, subscriber_id: int) -> Response:
-    response = await _write(request, who, 204, lambda conn: audience.delete_subscriber(conn, subscriber_id))
+    response = await _write(request, who, 204, lambda conn: privacy.erase(conn, subscriber_id))
     return Response(status_code=204) if response.status_code == 204 else response
+
+
+@router.get("/subscribers/{subscriber_id}/export", summary="Everything held about a subscriber")
+async def export_subscriber(request: Request, _: Auth, subscriber_id: int) -> Response:
+    return await _read(request, lambda conn: privacy.export(conn, subscriber_id))
 
 
 # Issues

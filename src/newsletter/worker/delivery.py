@@ -27,6 +27,7 @@ from newsletter.db.queries import query
 from newsletter.domain.tokens import Token, UnsubscribeToken
 from newsletter.services import emails
 from newsletter.services.issues import start_due_issues
+from newsletter.services.privacy import purge_unconfirmed
 from newsletter.transports.base import Failed, OutgoingEmail, SendResult, Sent, Transport
 from newsletter.worker.retry import RetryPolicy
 
@@ -84,6 +85,7 @@ class DeliveryWorker:
         )
         self._wakers: list[asyncio.Event] = []
         self._closing = asyncio.Event()
+        self._next_purge = 0.0
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Deliver until `stopping` is set; batches in flight are always finished and recorded first."""
@@ -150,6 +152,10 @@ class DeliveryWorker:
             telemetry.LEASES_RECLAIMED.inc(len(reclaimed))
             log.warning("expired leases reclaimed", deliveries=len(reclaimed))
         await start_due_issues(self.pool)
+        if time.monotonic() >= self._next_purge:
+            # A scan of the subscribers: hourly is plenty for a limit counted in days.
+            await purge_unconfirmed(self.pool, self.settings.purge_unconfirmed_days)
+            self._next_purge = time.monotonic() + 3600
         await self.pool.execute(query("purge_rate_limits"))
         await self.pool.execute(query("purge_idempotency_keys"))
         stats = await self.pool.fetchrow(query("queue_stats"))

@@ -113,6 +113,3 @@ SET name = coalesce($2, name), attributes = coalesce($3, attributes), status = c
     updated_at = now()
 WHERE id = $1
 RETURNING id;
-
--- name: subscriber_delete
-DELETE FROM subscribers WHERE id = $1 RETURNING id;

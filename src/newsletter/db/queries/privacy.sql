@@ -1,0 +1,80 @@
+-- name: subscriber_export
+-- Everything held about one person, as JSON.
+SELECT json_build_object(
+    'subscriber', json_build_object(
+        'id', subscribers.id, 'email', subscribers.email, 'name', subscribers.name,
+        'attributes', subscribers.attributes, 'status', subscribers.status,
+        'created_at', subscribers.created_at, 'updated_at', subscribers.updated_at),
+    'subscriptions', coalesce((
+        SELECT json_agg(json_build_object(
+            'list', lists.slug, 'list_name', lists.name, 'status', s.status, 'created_at', s.created_at,
+            'confirmed_at', s.confirmed_at, 'unsubscribed_at', s.unsubscribed_at, 'source', s.source,
+            'signup_ip', host(s.signup_ip), 'signup_user_agent', s.signup_user_agent,
+            'confirm_ip', host(s.confirm_ip), 'confirm_user_agent', s.confirm_user_agent) ORDER BY lists.slug)
+        FROM subscriptions AS s JOIN lists ON lists.id = s.list_id WHERE s.subscriber_id = subscribers.id), '[]'),
+    'confirmation_links', coalesce((
+        SELECT json_agg(json_build_object('created_at', t.created_at, 'expires_at', t.expires_at,
+                                          'used_at', t.used_at) ORDER BY t.created_at)
+        FROM confirmation_tokens AS t WHERE t.subscriber_id = subscribers.id), '[]'),
+    'deliveries', coalesce((
+        SELECT json_agg(json_build_object(
+            'id', d.id, 'kind', d.kind, 'issue_id', d.issue_id, 'issue_subject', issues.subject,
+            'recipient', d.recipient, 'status', d.status, 'attempts', d.attempts, 'last_error', d.last_error,
+            'created_at', d.created_at, 'sent_at', d.sent_at) ORDER BY d.id)
+        FROM deliveries AS d LEFT JOIN issues ON issues.id = d.issue_id
+        WHERE d.subscriber_id = subscribers.id OR lower(d.recipient) = lower(subscribers.email)), '[]'),
+    'suppressions', coalesce((
+        SELECT json_agg(json_build_object('reason', x.reason, 'detail', x.detail, 'created_at', x.created_at))
+        FROM suppressions AS x WHERE lower(x.email) = lower(subscribers.email)), '[]')
+)
+FROM subscribers WHERE subscribers.id = $1;
+
+-- name: subscriber_erase
+-- Removes every personal datum of one person. Deliveries stay (without the address, name or error text) so
+-- that the counts of past issues stay right. Returns NULL when there is nobody to erase.
+WITH person AS (
+    SELECT id, email FROM subscribers WHERE id = $1
+), scrubbed AS (
+    UPDATE deliveries
+    SET recipient = 'erased', subscriber_id = NULL, last_error = NULL, provider_message_id = NULL,
+        request_id = NULL, updated_at = now()
+    FROM person
+    WHERE deliveries.subscriber_id = person.id OR lower(deliveries.recipient) = lower(person.email)
+    RETURNING 1
+), unsuppressed AS (
+    DELETE FROM suppressions USING person WHERE lower(suppressions.email) = lower(person.email) RETURNING 1
+), unlimited AS (
+    DELETE FROM rate_limits USING person WHERE rate_limits.key = 'signup:address:' || lower(person.email)
+    RETURNING 1
+), forgotten_responses AS (
+    DELETE FROM idempotency_keys USING person
+    WHERE position(lower(person.email) IN lower(convert_from(idempotency_keys.response_body, 'UTF8'))) > 0
+    RETURNING 1
+), erased AS (
+    DELETE FROM subscribers USING person WHERE subscribers.id = person.id RETURNING 1
+)
+SELECT (SELECT count(*) FROM scrubbed) AS deliveries FROM erased;
+
+-- name: purge_unconfirmed
+-- People who signed up and never confirmed anything within $1 days: forgotten, as erase does it.
+WITH stale AS (
+    SELECT subscribers.id, subscribers.email FROM subscribers
+    WHERE subscribers.created_at < now() - make_interval(days => $1)
+      AND NOT EXISTS (SELECT 1 FROM subscriptions AS s
+                      WHERE s.subscriber_id = subscribers.id AND s.status <> 'pending')
+      AND EXISTS (SELECT 1 FROM subscriptions AS s WHERE s.subscriber_id = subscribers.id)
+    LIMIT 10000
+), scrubbed AS (
+    UPDATE deliveries
+    SET recipient = 'erased', subscriber_id = NULL, last_error = NULL, provider_message_id = NULL,
+        request_id = NULL, updated_at = now()
+    FROM stale
+    WHERE deliveries.subscriber_id = stale.id
+    RETURNING 1
+), unlimited AS (
+    DELETE FROM rate_limits USING stale WHERE rate_limits.key = 'signup:address:' || lower(stale.email)
+    RETURNING 1
+), purged AS (
+    DELETE FROM subscribers USING stale WHERE subscribers.id = stale.id RETURNING 1
+)
+SELECT count(*) FROM purged;

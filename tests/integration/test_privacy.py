@@ -1,0 +1,95 @@
+"""The rights of subscribers: export of everything held, erasure that leaves nothing, purge of stale sign-ups."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import AdminClient, TestApp, add_confirmed, admin_client
+
+pytestmark = pytest.mark.asyncio
+
+ADDRESS = "zelda.unique-person@example.org"
+NAME = "Zelda Quixotic-Person"
+
+
+@pytest.fixture
+async def admin(app: TestApp) -> AdminClient:
+    return await admin_client(app)
+
+
+async def _person_with_history(app: TestApp, admin: AdminClient) -> tuple[int, int]:
+    """Signed up and confirmed through the form, received an issue, was rate limited once: data everywhere."""
+    await add_confirmed(app.pool, 3)
+    await app.client.post(
+        "/subscriptions", data={"email": ADDRESS, "name": NAME}, headers={"User-Agent": "ZeldaBrowser/1"}
+    )
+    await app.dispatch_all_pending()
+    await app.confirm(app.confirmation_links(ADDRESS)[0])
+    issue = (await admin.post("/issues", {"subject": "Issue", "markdown": "Hello"}, key="issue-1")).json()
+    await admin.post(f"/issues/{issue['id']}/send")
+    await app.dispatch_all_pending()
+    await admin.post("/subscribers", {"email": ADDRESS, "name": NAME}, key="dup-1")  # 409, kept with its key
+    subscriber_id: int = await app.pool.fetchval("SELECT id FROM subscribers WHERE email = $1", ADDRESS)
+    return subscriber_id, issue["id"]
+
+
+async def _tables_holding(app: TestApp, *needles: str) -> list[str]:
+    tables = await app.pool.fetch(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+    )
+    found = []
+    for table in tables:
+        name = table["table_name"]
+        for needle in needles:
+            hits = await app.pool.fetchval(
+                f'SELECT count(*) FROM "{name}" AS t WHERE t::text ILIKE $1', f"%{needle}%"
+            )
+            if hits:
+                found.append(f"{name}: {needle}")
+    return found
+
+
+async def test_export_returns_everything_held(app: TestApp, admin: AdminClient) -> None:
+    subscriber_id, issue_id = await _person_with_history(app, admin)
+
+    export = (await admin.get(f"/subscribers/{subscriber_id}/export")).json()
+
+    assert export["subscriber"]["email"] == ADDRESS and export["subscriber"]["name"] == NAME
+    [subscription] = export["subscriptions"]
+    assert subscription["status"] == "confirmed"
+    assert subscription["signup_user_agent"] == "ZeldaBrowser/1"
+    assert subscription["signup_ip"] == "127.0.0.1" and subscription["confirmed_at"]
+    kinds = sorted((d["kind"], d["issue_id"]) for d in export["deliveries"])
+    assert kinds == [("confirmation", None), ("newsletter", issue_id)]
+    assert export["confirmation_links"][0]["used_at"]
+
+
+async def test_erasing_leaves_no_trace_and_issue_counts_unchanged(app: TestApp, admin: AdminClient) -> None:
+    subscriber_id, issue_id = await _person_with_history(app, admin)
+    assert await _tables_holding(app, ADDRESS, NAME), "the person's data is in the database before"
+    counts_before = (await admin.get(f"/issues/{issue_id}")).json()["counts"]
+
+    response = await admin.delete(f"/subscribers/{subscriber_id}")
+
+    assert response.status_code == 204
+    assert await _tables_holding(app, ADDRESS, NAME, "zelda") == []
+    assert (await admin.get(f"/issues/{issue_id}")).json()["counts"] == counts_before
+    assert counts_before["sent"] == 4
+    assert (await admin.get(f"/subscribers/{subscriber_id}")).status_code == 404
+    assert (await admin.delete(f"/subscribers/{subscriber_id}")).status_code == 404
+
+
+async def test_unconfirmed_signups_older_than_the_limit_are_purged(app: TestApp) -> None:
+    await app.subscribe("stale@example.com", "Stale Person")
+    await app.subscribe("fresh@example.com")
+    await app.dispatch_all_pending()
+    [confirmed] = await add_confirmed(app.pool, 1)
+    await app.pool.execute(
+        "UPDATE subscribers SET created_at = now() - interval '40 days' WHERE email <> 'fresh@example.com'"
+    )
+
+    await app.worker.housekeeping()
+
+    remaining = {row["email"] for row in await app.pool.fetch("SELECT email FROM subscribers")}
+    assert remaining == {"fresh@example.com", confirmed}
+    assert await _tables_holding(app, "stale@example.com", "Stale Person") == []
