@@ -1,4 +1,4 @@
-"""The rights of subscribers: export of everything held, erasure that leaves nothing, purge of stale sign-ups."""
+"""Subscribers' rights: export of everything held, erasure that leaves nothing, purge of stale sign-ups."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ async def _person_with_history(app: TestApp, admin: AdminClient) -> tuple[int, i
 
 async def _tables_holding(app: TestApp, *needles: str) -> list[str]:
     tables = await app.pool.fetch(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
     )
     found = []
     for table in tables:
