@@ -23,6 +23,7 @@ from newsletter import __version__
 from newsletter.config import Settings
 from newsletter.db.embedded import start_embedded, stop_embedded
 from newsletter.db.migrations import migrate
+from newsletter.services.wake import Waker
 from newsletter.transports import transport_from_settings
 from newsletter.web import api, public
 from newsletter.web.middleware import RequestContextMiddleware
@@ -41,6 +42,7 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
     app.state.settings = settings
     app.state.pool = pool
     app.state.secret_key = settings.resolved_secret_key().encode()
+    app.state.waker = Waker(pool)
     app.include_router(public.router)
     app.include_router(api.router)
     static = resources.files("newsletter").joinpath("static")
@@ -104,6 +106,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(_: asyncpg.Connection) -> None:
+    return None
+
+
 async def create_pool(url: str, settings: Settings, *, wait_seconds: float = 30) -> asyncpg.Pool:
     """Connect, waiting a while for a database that is still starting."""
     deadline = asyncio.get_running_loop().time() + wait_seconds
@@ -114,6 +120,9 @@ async def create_pool(url: str, settings: Settings, *, wait_seconds: float = 30)
                 min_size=min(settings.pool_min_size, settings.pool_max_size),
                 max_size=settings.pool_max_size,
                 init=_init_connection,
+                # The default reset costs a round trip per checkout, and nothing here leaves session state
+                # behind: settings are SET LOCAL, the worker unlistens itself, advisory locks are released.
+                reset=_keep_session,
                 command_timeout=60,
             )
             return pool

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import asyncpg
@@ -12,6 +13,7 @@ from newsletter.db.queries import query
 from newsletter.domain.subscriber import InvalidInput, ListSlug, SubscriberEmail, SubscriberName
 from newsletter.domain.tokens import Token
 from newsletter.services import ratelimit
+from newsletter.services.wake import Waker
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +52,7 @@ async def subscribe(
     evidence: Evidence,
     limits: SignupLimits,
     request_id: str | None,
+    waker: Waker,
 ) -> None:
     """Record the wish to subscribe and queue a confirmation email when one is due.
 
@@ -63,7 +66,6 @@ async def subscribe(
     ]
     if evidence.ip:
         checks.append(ratelimit.Limit(f"signup:ip:{evidence.ip}", limits.per_ip, limits.ip_window_seconds))
-    await ratelimit.hit(pool, checks)
     row = await pool.fetchrow(
         query("subscribe"),
         request.email.value,
@@ -73,11 +75,18 @@ async def subscribe(
         evidence.ip,
         _clip(evidence.user_agent),
         request_id,
+        [check.key for check in checks],
+        [check.window_seconds for check in checks],
+        [check.max_hits for check in checks],
     )
     assert row is not None
+    if row["retry_after"] is not None:
+        raise ratelimit.RateLimited(max(1, math.ceil(row["retry_after"])))
     if not row["list_found"]:
         raise UnknownList("Unknown list.")
-    log.info("subscription requested", list=request.list_slug.value, emails_queued=row["emails_queued"])
+    if row["emails_queued"]:
+        waker.wake()
+    log.debug("subscription requested", list=request.list_slug.value, emails_queued=row["emails_queued"])
 
 
 class Confirmation(enum.Enum):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import uuid
+from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -82,8 +84,9 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = _route_of(scope)
-            telemetry.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            telemetry.HTTP_LATENCY.labels(scope["method"], route).observe(elapsed)
+            requests, latency = _metrics(scope["method"], route, status)
+            requests.inc()
+            latency.observe(elapsed)
             log.info(
                 "request",
                 method=scope["method"],
@@ -137,6 +140,15 @@ async def _drain(receive: Receive) -> None:
         drained += len(message.get("body", b""))
         if not message.get("more_body", False):
             return
+
+
+@functools.cache
+def _metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The labelled metrics of a kind of request, looked up once (routes are few, not one per URL)."""
+    return (
+        telemetry.HTTP_REQUESTS.labels(method, route, str(status)),
+        telemetry.HTTP_LATENCY.labels(method, route),
+    )
 
 
 def _route_of(scope: Scope) -> str:

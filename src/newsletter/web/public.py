@@ -202,6 +202,7 @@ async def subscribe(request: Request) -> Response:
             _evidence(request, "form" if is_form else "api"),
             _limits(settings),
             request.state.request_id,
+            request.app.state.waker,
         )
     except subscriptions.UnknownList:
         if is_form:

@@ -28,12 +28,12 @@ from newsletter.domain.tokens import Token, UnsubscribeToken
 from newsletter.services import emails
 from newsletter.services.issues import start_due_issues
 from newsletter.services.privacy import purge_unconfirmed
+from newsletter.services.wake import CHANNEL
 from newsletter.transports.base import Failed, OutgoingEmail, SendResult, Sent, Transport
 from newsletter.worker.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
 
-WAKE_CHANNEL = "newsletter_deliveries"
 # PostgreSQL errors and lost connections both mean "the database is not answering right now".
 DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 LIST_ID = "NLPHxLISTIDx"
@@ -360,7 +360,7 @@ class DeliveryWorker:
                 await _sleep_unless(self._closing, 1.0)
                 continue
             try:
-                await conn.add_listener(WAKE_CHANNEL, wake)
+                await conn.add_listener(CHANNEL, wake)
                 while not self._closing.is_set() and not conn.is_closed():
                     await _sleep_unless(self._closing, 1.0)
             except DATABASE_ERRORS:
@@ -368,7 +368,7 @@ class DeliveryWorker:
             finally:
                 with contextlib.suppress(*DATABASE_ERRORS):
                     if not conn.is_closed():
-                        await conn.remove_listener(WAKE_CHANNEL, wake)
+                        await conn.remove_listener(CHANNEL, wake)
                 with contextlib.suppress(*DATABASE_ERRORS):
                     await self.pool.release(conn)
 

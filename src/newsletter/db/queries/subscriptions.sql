@@ -2,11 +2,28 @@
 SELECT id, slug, name, optin FROM lists WHERE slug = $1;
 
 -- name: subscribe
--- One statement, so one transaction: the subscriber, the subscription and, when the subscription is pending,
--- its confirmation email's delivery row are written together or not at all. Nothing is written for an
--- unknown list. $1 email, $2 name, $3 list slug, $4 source, $5 ip, $6 user agent, $7 request id.
-WITH list AS (
-    SELECT id, optin FROM lists WHERE slug = $3
+-- One statement, so one transaction and one round trip: the sign-up limits are counted, and unless one is
+-- exceeded, the subscriber, the subscription and, when the subscription is pending, its confirmation email's
+-- delivery row are written together or not at all. Nothing is written for an unknown list.
+-- $1 email, $2 name, $3 list slug, $4 source, $5 ip, $6 user agent, $7 request id,
+-- $8 rate-limit keys, $9 their windows in seconds, $10 their limits.
+WITH hits AS (
+    INSERT INTO rate_limits AS counter (key, window_seconds, window_start, hits)
+    SELECT key, seconds, now(), 1 FROM unnest($8::text[], $9::integer[]) AS hit(key, seconds)
+    ORDER BY key
+    ON CONFLICT (key) DO UPDATE SET
+        hits = CASE WHEN counter.window_start <= now() - make_interval(secs => excluded.window_seconds)
+                    THEN 1 ELSE counter.hits + 1 END,
+        window_start = CASE WHEN counter.window_start <= now() - make_interval(secs => excluded.window_seconds)
+                            THEN now() ELSE counter.window_start END,
+        window_seconds = excluded.window_seconds
+    RETURNING key, hits, extract(epoch FROM window_start + make_interval(secs => window_seconds) - now()) AS wait
+), limited AS (
+    SELECT max(hits.wait)::float8 AS retry_after
+    FROM hits JOIN unnest($8::text[], $10::integer[]) AS rule(key, max_hits) USING (key)
+    WHERE hits.hits > rule.max_hits
+), list AS (
+    SELECT id, optin FROM lists WHERE slug = $3 AND (SELECT retry_after FROM limited) IS NULL
 ), subscriber AS (
     INSERT INTO subscribers (email, name)
     SELECT $1, $2 FROM list
@@ -44,12 +61,10 @@ WITH list AS (
       AND NOT EXISTS (SELECT 1 FROM suppressions
                       WHERE lower(suppressions.email) = lower($1) AND suppressions.reason <> 'unsubscribe_all')
     RETURNING id
-), wake AS (
-    SELECT pg_notify('newsletter_deliveries', '') FROM delivery
 )
-SELECT EXISTS (SELECT 1 FROM list) AS list_found,
-       (SELECT count(*) FROM delivery) AS emails_queued,
-       (SELECT count(*) FROM wake) AS woken;
+SELECT (SELECT retry_after FROM limited) AS retry_after,
+       EXISTS (SELECT 1 FROM list) AS list_found,
+       (SELECT count(*) FROM delivery) AS emails_queued;
 
 -- name: confirm
 -- Marks the token used and confirms its subscription in one statement. The outer SELECT reads the token as it
