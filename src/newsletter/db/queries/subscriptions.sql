@@ -8,18 +8,9 @@ SELECT id, slug, name, optin FROM lists WHERE slug = $1;
 -- $1 email, $2 name, $3 list slug, $4 source, $5 ip, $6 user agent, $7 request id,
 -- $8 rate-limit keys, $9 their windows in seconds, $10 their limits.
 WITH hits AS (
-    INSERT INTO rate_limits AS counter (key, window_seconds, window_start, hits)
-    SELECT key, seconds, now(), 1 FROM unnest($8::text[], $9::integer[]) AS hit(key, seconds)
-    ORDER BY key
-    ON CONFLICT (key) DO UPDATE SET
-        hits = CASE WHEN counter.window_start <= now() - make_interval(secs => excluded.window_seconds)
-                    THEN 1 ELSE counter.hits + 1 END,
-        window_start = CASE WHEN counter.window_start <= now() - make_interval(secs => excluded.window_seconds)
-                            THEN now() ELSE counter.window_start END,
-        window_seconds = excluded.window_seconds
-    RETURNING key, hits, extract(epoch FROM window_start + make_interval(secs => window_seconds) - now()) AS wait
+    SELECT * FROM hit_rate_limits($8::text[], $9::integer[])
 ), limited AS (
-    SELECT max(hits.wait)::float8 AS retry_after
+    SELECT max(hits.wait_seconds) AS retry_after
     FROM hits JOIN unnest($8::text[], $10::integer[]) AS rule(key, max_hits) USING (key)
     WHERE hits.hits > rule.max_hits
 ), list AS (
@@ -128,20 +119,7 @@ SELECT (SELECT count(*) FROM delivery) AS emails_queued, (SELECT count(*) FROM w
        (SELECT email FROM target) AS email;
 
 -- name: hit_rate_limits
--- Counts one hit against each key ($1 keys, $2 window lengths in seconds, in the same order) and returns, for
--- each key, the hits in its current window and the seconds until that window ends. Keys are locked in
--- sorted order so that concurrent requests never deadlock.
-INSERT INTO rate_limits AS counter (key, window_seconds, window_start, hits)
-SELECT key, seconds, now(), 1 FROM unnest($1::text[], $2::integer[]) AS hit(key, seconds)
-ORDER BY key
-ON CONFLICT (key) DO UPDATE SET
-    hits = CASE WHEN counter.window_start <= now() - make_interval(secs => excluded.window_seconds)
-                THEN 1 ELSE counter.hits + 1 END,
-    window_start = CASE WHEN counter.window_start <= now() - make_interval(secs => excluded.window_seconds)
-                        THEN now() ELSE counter.window_start END,
-    window_seconds = excluded.window_seconds
-RETURNING key, hits,
-          extract(epoch FROM window_start + make_interval(secs => window_seconds) - now())::float8 AS retry_after;
+SELECT key, hits, wait_seconds AS retry_after FROM hit_rate_limits($1::text[], $2::integer[]);
 
 -- name: purge_rate_limits
 DELETE FROM rate_limits WHERE window_start + make_interval(secs => window_seconds) < now();
