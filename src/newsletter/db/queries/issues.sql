@@ -46,7 +46,9 @@ UPDATE issues SET status = 'scheduled', send_at = $2, updated_at = now() WHERE i
 -- name: issue_fan_out
 -- Creates every delivery of an issue in one statement: each person once, however many target lists they are
 -- confirmed in; only active subscribers who are not suppressed. The issue's counters are set in the same
--- statement, and sleeping workers are woken.
+-- statement, and sleeping workers are woken. The GROUP BY makes each person one row and the issue row is
+-- locked by the caller, so no ON CONFLICT is needed (its speculative insertion would double the cost); the
+-- unique index would still refuse a second copy.
 WITH eligible AS (
     SELECT subscriptions.subscriber_id, min(subscriptions.list_id) AS list_id
     FROM subscriptions
@@ -59,7 +61,6 @@ WITH eligible AS (
     FROM eligible
     JOIN subscribers ON subscribers.id = eligible.subscriber_id AND subscribers.status = 'active'
     WHERE NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower(subscribers.email))
-    ON CONFLICT DO NOTHING
     RETURNING 1
 ), counted AS (
     SELECT count(*) AS total FROM created
