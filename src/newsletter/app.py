@@ -32,6 +32,10 @@ from newsletter.worker.delivery import DATABASE_ERRORS, DeliveryWorker
 
 log = structlog.get_logger(__name__)
 
+# Connection exceptions, insufficient resources, operator intervention (shutdown, restart), and a database
+# that is not there (dropped, not yet created).
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "3D"})
+
 
 def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
     app = FastAPI(
@@ -66,7 +70,15 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
     async def http_error(_: Request, error: HTTPException) -> Response:
         return problem(error.status_code, str(error.detail), headers=dict(error.headers or {}))
 
-    async def database_down(_: Request, error: Exception) -> Response:
+    async def database_error(_: Request, error: Exception) -> Response:
+        """Lost connections and a database that is down or shutting down: 503. A value PostgreSQL refuses
+        (out of range, a NUL byte): the client's, 422. Anything else is a fault of ours: 500, logged."""
+        sqlstate = getattr(error, "sqlstate", None) or ""
+        if isinstance(error, asyncpg.DataError) or sqlstate.startswith("22"):
+            return problem(422, "Invalid request", "A value is out of range or holds characters not allowed.")
+        if isinstance(error, asyncpg.PostgresError) and sqlstate[:2] not in UNAVAILABLE_SQLSTATE_CLASSES:
+            log.error("database error", exc_info=error)
+            return problem(500, "Internal error", "Something went wrong on our side; it has been logged.")
         log.warning("database unavailable", error=str(error))
         return problem(
             503,
@@ -80,8 +92,8 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
         log.error("unexpected error", exc_info=error)
         return problem(500, "Internal error", "Something went wrong on our side; it has been logged.")
 
-    for error_type in DATABASE_ERRORS:
-        app.add_exception_handler(error_type, database_down)
+    for error_type in (*DATABASE_ERRORS, asyncpg.DataError):
+        app.add_exception_handler(error_type, database_error)
 
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

@@ -431,3 +431,18 @@ async def test_unknown_ids_get_404(app: TestApp, admin: AdminClient) -> None:
     for path in ("/issues/999", "/lists/999", "/subscribers/999", "/issues/999/deliveries"):
         assert (await admin.get(path)).status_code == 404
     assert (await admin.post("/issues/999/send")).status_code == 404
+
+
+async def test_ids_beyond_bigint_and_nul_bytes_are_client_errors_not_503(
+    app: TestApp, admin: AdminClient
+) -> None:
+    """Found by schemathesis: PostgreSQL refused these values and the API answered 'database unavailable'."""
+    huge = "/issues/9223372036854775809"
+    for response in (
+        await admin.get(huge),
+        await admin.post(f"{huge}/retry-failed"),
+        await admin.delete("/lists/44474991972497318290657955496064974848"),
+        await admin.get("/subscribers", search="a\x00b"),
+    ):
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -24,6 +24,8 @@ from newsletter.services.tokens import Principal, authenticate
 from newsletter.web.problems import PROBLEM_JSON
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+# Ids are PostgreSQL bigints: anything larger cannot name a row.
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _bearer = HTTPBearer(auto_error=False, description="An API token from `newsletter tokens create`")
 
 
@@ -210,12 +212,12 @@ async def post_list(request: Request, who: Auth, body: ListIn) -> Response:
 
 
 @router.get("/lists/{list_id}", summary="One list")
-async def get_list(request: Request, _: Auth, list_id: int) -> Response:
+async def get_list(request: Request, _: Auth, list_id: Id) -> Response:
     return await _read(request, lambda conn: audience.get_list(conn, list_id))
 
 
 @router.patch("/lists/{list_id}", summary="Change a list")
-async def patch_list(request: Request, who: Auth, list_id: int, body: ListPatch) -> Response:
+async def patch_list(request: Request, who: Auth, list_id: Id, body: ListPatch) -> Response:
     name = _text(body.name, "name") if body.name is not None else None
     return await _write(
         request,
@@ -226,7 +228,7 @@ async def patch_list(request: Request, who: Auth, list_id: int, body: ListPatch)
 
 
 @router.delete("/lists/{list_id}", status_code=204, summary="Delete a list and its subscriptions")
-async def delete_list(request: Request, who: Auth, list_id: int) -> Response:
+async def delete_list(request: Request, who: Auth, list_id: Id) -> Response:
     response = await _write(request, who, 204, lambda conn: audience.delete_list(conn, list_id))
     return Response(status_code=204) if response.status_code == 204 else response
 
@@ -311,13 +313,13 @@ async def post_subscriber(request: Request, who: Auth, body: SubscriberIn) -> Re
 
 
 @router.get("/subscribers/{subscriber_id}", summary="One subscriber with subscriptions and consent evidence")
-async def get_subscriber(request: Request, _: Auth, subscriber_id: int) -> Response:
+async def get_subscriber(request: Request, _: Auth, subscriber_id: Id) -> Response:
     return await _read(request, lambda conn: audience.get_subscriber(conn, subscriber_id))
 
 
 @router.patch("/subscribers/{subscriber_id}", summary="Change name, attributes or status")
 async def patch_subscriber(
-    request: Request, who: Auth, subscriber_id: int, body: SubscriberPatch
+    request: Request, who: Auth, subscriber_id: Id, body: SubscriberPatch
 ) -> Response:
     _, name = _parse_person(None, body.name)
     return await _write(
@@ -333,13 +335,13 @@ async def patch_subscriber(
     status_code=204,
     summary="Erase a subscriber: every personal datum goes; past issues keep their counts",
 )
-async def delete_subscriber(request: Request, who: Auth, subscriber_id: int) -> Response:
+async def delete_subscriber(request: Request, who: Auth, subscriber_id: Id) -> Response:
     response = await _write(request, who, 204, lambda conn: privacy.erase(conn, subscriber_id))
     return Response(status_code=204) if response.status_code == 204 else response
 
 
 @router.get("/subscribers/{subscriber_id}/export", summary="Everything held about a subscriber")
-async def export_subscriber(request: Request, _: Auth, subscriber_id: int) -> Response:
+async def export_subscriber(request: Request, _: Auth, subscriber_id: Id) -> Response:
     return await _read(request, lambda conn: privacy.export(conn, subscriber_id))
 
 
@@ -410,12 +412,12 @@ async def get_issues(
 
 
 @router.get("/issues/{issue_id}", summary="One issue with its delivery counts by status")
-async def get_issue(request: Request, _: Auth, issue_id: int) -> Response:
+async def get_issue(request: Request, _: Auth, issue_id: Id) -> Response:
     return await _read(request, lambda conn: issues.get_issue(conn, issue_id))
 
 
 @router.patch("/issues/{issue_id}", summary="Change a draft")
-async def patch_issue(request: Request, who: Auth, issue_id: int, body: IssuePatch) -> Response:
+async def patch_issue(request: Request, who: Auth, issue_id: Id, body: IssuePatch) -> Response:
     content = None
     if body.subject is not None or body.markdown is not None or body.html is not None:
         if body.subject is None:
@@ -427,7 +429,7 @@ async def patch_issue(request: Request, who: Auth, issue_id: int, body: IssuePat
 
 
 @router.post("/issues/{issue_id}/send", status_code=202, summary="Send now, or at send_at")
-async def send_issue(request: Request, who: Auth, issue_id: int, body: SendIn | None = None) -> Response:
+async def send_issue(request: Request, who: Auth, issue_id: Id, body: SendIn | None = None) -> Response:
     send_at = body.send_at if body else None
     request_id = request.state.request_id
     return await _write(
@@ -436,22 +438,22 @@ async def send_issue(request: Request, who: Auth, issue_id: int, body: SendIn | 
 
 
 @router.post("/issues/{issue_id}/pause", status_code=202, summary="Stop sending until resumed")
-async def pause_issue(request: Request, who: Auth, issue_id: int) -> Response:
+async def pause_issue(request: Request, who: Auth, issue_id: Id) -> Response:
     return await _write(request, who, 202, lambda conn: issues.pause_issue(conn, issue_id))
 
 
 @router.post("/issues/{issue_id}/resume", status_code=202, summary="Send the rest")
-async def resume_issue(request: Request, who: Auth, issue_id: int) -> Response:
+async def resume_issue(request: Request, who: Auth, issue_id: Id) -> Response:
     return await _write(request, who, 202, lambda conn: issues.resume_issue(conn, issue_id))
 
 
 @router.post("/issues/{issue_id}/cancel", status_code=202, summary="Stop sending for good")
-async def cancel_issue(request: Request, who: Auth, issue_id: int) -> Response:
+async def cancel_issue(request: Request, who: Auth, issue_id: Id) -> Response:
     return await _write(request, who, 202, lambda conn: issues.cancel_issue(conn, issue_id))
 
 
 @router.post("/issues/{issue_id}/test", status_code=202, summary="Send test copies to the given addresses")
-async def test_issue(request: Request, who: Auth, issue_id: int, body: TestIn) -> Response:
+async def test_issue(request: Request, who: Auth, issue_id: Id, body: TestIn) -> Response:
     addresses = []
     for raw in body.addresses:
         email, _ = _parse_person(raw, None)
@@ -469,7 +471,7 @@ async def test_issue(request: Request, who: Auth, issue_id: int, body: TestIn) -
 async def get_deliveries(
     request: Request,
     _: Auth,
-    issue_id: int,
+    issue_id: Id,
     status: Literal["queued", "sending", "sent", "failed", "bounced", "complained", "suppressed", "cancelled"]
     | None = None,
     cursor: str | None = None,
@@ -485,7 +487,7 @@ async def get_deliveries(
 
 
 @router.post("/issues/{issue_id}/retry-failed", status_code=202, summary="Queue the failed deliveries again")
-async def retry_failed(request: Request, who: Auth, issue_id: int) -> Response:
+async def retry_failed(request: Request, who: Auth, issue_id: Id) -> Response:
     async def retry(conn: asyncpg.Connection) -> dict[str, int]:
         return {"retried": await issues.retry_failed(conn, issue_id)}
 
