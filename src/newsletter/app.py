@@ -23,9 +23,10 @@ from newsletter import __version__
 from newsletter.config import Settings
 from newsletter.db.embedded import start_embedded, stop_embedded
 from newsletter.db.migrations import migrate
+from newsletter.services.providers.sns import HttpsFetcher, SnsVerifier
 from newsletter.services.wake import Waker
 from newsletter.transports import transport_from_settings
-from newsletter.web import api, public
+from newsletter.web import api, public, suppressions, webhooks
 from newsletter.web.middleware import RequestContextMiddleware
 from newsletter.web.problems import problem
 from newsletter.worker.delivery import DATABASE_ERRORS, DeliveryWorker
@@ -47,8 +48,11 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
     app.state.pool = pool
     app.state.secret_key = settings.resolved_secret_key().encode()
     app.state.waker = Waker(pool)
+    app.state.sns = SnsVerifier(HttpsFetcher())
     app.include_router(public.router)
     app.include_router(api.router)
+    app.include_router(suppressions.router)
+    app.include_router(webhooks.router)
     static = resources.files("newsletter").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 

@@ -147,5 +147,58 @@ def config_check() -> None:
     click.echo("configuration is valid" + (" for production" if settings.env == "production" else ""))
 
 
+@main.command()
+@click.option("--maildir", type=click.Path(file_okay=False), help="A maildir (its new/ and cur/).")
+@click.option("--imap", "imap_url", metavar="URL", help="imaps://user:password@host/FOLDER (default INBOX).")
+@click.option("--pop3", "pop3_url", metavar="URL", help="pop3s://user:password@host")
+def bounces(maildir: str | None, imap_url: str | None, pop3_url: str | None) -> None:
+    """Read bounce reports (RFC 3464) from a mailbox and apply them: a hard bounce suppresses its address,
+    soft bounces do after NEWSLETTER_SOFT_BOUNCE_LIMIT within NEWSLETTER_SOFT_BOUNCE_WINDOW_DAYS.
+
+    Each message read is marked done: moved to the maildir's cur/ with the Seen flag, flagged \\Seen over
+    IMAP, deleted over POP3. imap:// and pop3:// use STARTTLS; add ?tls=none for a server on this machine.
+    """
+    from pathlib import Path
+
+    from newsletter.app import apply_migrations, create_pool, database
+    from newsletter.services.bounces import BounceReport, read_bounces
+    from newsletter.services.events import BounceRules
+    from newsletter.transports.mailboxes import MailboxError, open_mailbox
+
+    if sum(source is not None for source in (maildir, imap_url, pop3_url)) != 1:
+        raise click.UsageError("give one of --maildir, --imap or --pop3")
+    settings = _settings()
+    rules = BounceRules.from_settings(settings)
+    secret_key = settings.resolved_secret_key().encode()
+
+    async def go() -> BounceReport:
+        mailbox = await asyncio.to_thread(
+            open_mailbox, maildir=Path(maildir) if maildir else None, imap=imap_url, pop3=pop3_url
+        )
+        try:
+            async with database(settings) as url:
+                pool = await create_pool(url, settings)
+                try:
+                    await apply_migrations(pool)
+                    keys = await asyncio.to_thread(mailbox.unread)
+                    with click.progressbar(length=len(keys), label="Reading bounce reports") as bar:
+                        return await read_bounces(
+                            pool, mailbox, keys, secret_key=secret_key, rules=rules, progress=bar.update
+                        )
+                finally:
+                    await pool.close()
+        finally:
+            await asyncio.to_thread(mailbox.close)
+
+    try:
+        report = _run(go())
+    except MailboxError as error:
+        raise click.ClickException(f"cannot read the mailbox: {error}") from None
+    click.echo(
+        f"{report.messages} messages read: {report.events} bounces and complaints, {report.recorded} new, "
+        f"{report.suppressed} addresses suppressed"
+    )
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
 
@@ -126,6 +126,18 @@ class Settings(BaseSettings):
 
     purge_unconfirmed_days: int = Field(default=30, ge=1)
 
+    # Bounces and complaints: how many soft bounces within how many days suppress an address, and the
+    # credentials of each provider's webhook (unset: that webhook rejects everything).
+    # Each email's envelope sender names its delivery (bounces+ID-MAC@sender domain), so that a bounce
+    # read by `newsletter bounces` finds the delivery it is about.
+    verp_return_path: bool = True
+    soft_bounce_limit: int = Field(default=3, ge=1)
+    soft_bounce_window_days: int = Field(default=30, ge=1)
+    ses_topic_arns: Annotated[frozenset[str], NoDecode] = frozenset()
+    sendgrid_public_key: str | None = None
+    postmark_webhook_user: str | None = None
+    postmark_webhook_password: SecretStr | None = None
+
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_private_key: SecretStr | None = None
@@ -133,6 +145,13 @@ class Settings(BaseSettings):
 
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
+
+    @field_validator("ses_topic_arns", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -214,6 +233,8 @@ class Settings(BaseSettings):
         values["email_url"] = self.email.redacted()
         values["secret_key"] = "***" if self.secret_key else "(generated, kept in the data directory)"
         values["dkim_private_key"] = "***" if self.dkim_private_key else None
+        values["postmark_webhook_password"] = "***" if self.postmark_webhook_password else None
+        values["ses_topic_arns"] = sorted(self.ses_topic_arns)
         values["data_dir"] = str(self.data_dir)
         return values
 

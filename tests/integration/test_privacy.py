@@ -94,3 +94,18 @@ async def test_unconfirmed_signups_older_than_the_limit_are_purged(app: TestApp)
     remaining = {row["email"] for row in await app.pool.fetch("SELECT email FROM subscribers")}
     assert remaining == {"fresh@example.com", confirmed}
     assert await _tables_holding(app, "stale@example.com", "Stale Person") == []
+
+
+async def test_erasing_also_forgets_bounces_and_complaints(app: TestApp, admin: AdminClient) -> None:
+    subscriber_id, _ = await _person_with_history(app, admin)
+    await app.pool.execute(
+        """INSERT INTO delivery_events (provider, provider_event_id, kind, email, detail, occurred_at)
+           VALUES ('postmark', 'evt-1', 'soft_bounce', $1, 'mailbox full', now())""",
+        ADDRESS,
+    )
+    export = (await admin.get(f"/subscribers/{subscriber_id}/export")).json()
+    assert [event["kind"] for event in export["bounces_and_complaints"]] == ["soft_bounce"]
+
+    assert (await admin.delete(f"/subscribers/{subscriber_id}")).status_code == 204
+
+    assert await _tables_holding(app, ADDRESS, NAME) == []

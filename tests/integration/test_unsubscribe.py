@@ -144,3 +144,18 @@ async def test_unsubscribing_from_every_list_suppresses_until_the_person_confirm
     await _issue(app, admin)
     await app.dispatch_all_pending()
     assert len(app.smtp.to(reader)) == 1
+
+
+async def test_each_email_carries_a_verp_return_path_naming_its_delivery(
+    app: TestApp, admin: AdminClient
+) -> None:
+    from newsletter.services.bounces import parse_verp
+
+    [reader] = await add_confirmed(app.pool, 1)
+    await _issue(app, admin)
+    await app.dispatch_all_pending()
+
+    [received] = app.smtp.to(reader)
+    [row] = await app.deliveries(reader)
+    assert received.mail_from.startswith("bounces+") and received.mail_from.endswith("@localhost")
+    assert parse_verp(received.mail_from, secret_key=app.worker._secret_key) == row["id"]

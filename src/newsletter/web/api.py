@@ -318,9 +318,7 @@ async def get_subscriber(request: Request, _: Auth, subscriber_id: Id) -> Respon
 
 
 @router.patch("/subscribers/{subscriber_id}", summary="Change name, attributes or status")
-async def patch_subscriber(
-    request: Request, who: Auth, subscriber_id: Id, body: SubscriberPatch
-) -> Response:
+async def patch_subscriber(request: Request, who: Auth, subscriber_id: Id, body: SubscriberPatch) -> Response:
     _, name = _parse_person(None, body.name)
     return await _write(
         request,

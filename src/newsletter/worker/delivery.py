@@ -26,6 +26,7 @@ from newsletter.config import Settings
 from newsletter.db.queries import query
 from newsletter.domain.tokens import Token, UnsubscribeToken
 from newsletter.services import emails
+from newsletter.services.bounces import verp_address
 from newsletter.services.issues import start_due_issues
 from newsletter.services.privacy import purge_unconfirmed
 from newsletter.services.wake import CHANNEL
@@ -241,7 +242,7 @@ class DeliveryWorker:
             valid_hours=round(self.settings.confirmation_ttl_hours),
         )
         message = emails.to_mime(rendered, sender=self._sender, recipient=row["recipient"])
-        return OutgoingEmail(row["id"], self._envelope_from, row["recipient"], message)
+        return OutgoingEmail(row["id"], self._return_path(row["id"]), row["recipient"], message)
 
     async def _load_issues(self, rows: Sequence[asyncpg.Record]) -> None:
         """Render each issue once per worker; test copies of a draft re-read it, since drafts change."""
@@ -283,7 +284,12 @@ class DeliveryWorker:
             message_id=emails.message_id(self._domain, f"{row['id']}.{row['attempts']}"),
             values={LIST_ID: list_id, UNSUBSCRIBE_URL: f"{self.settings.base_url}/unsubscribe/{token}"},
         )
-        return OutgoingEmail(row["id"], self._envelope_from, row["recipient"], message)
+        return OutgoingEmail(row["id"], self._return_path(row["id"]), row["recipient"], message)
+
+    def _return_path(self, delivery_id: int) -> str:
+        if not self.settings.verp_return_path:
+            return self._envelope_from
+        return verp_address(delivery_id, self._domain, secret_key=self._secret_key)
 
     def _settle(self, row: asyncpg.Record, result: SendResult) -> Outcome:
         if isinstance(result, Sent):

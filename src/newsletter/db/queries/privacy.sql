@@ -25,7 +25,11 @@ SELECT json_build_object(
         WHERE d.subscriber_id = subscribers.id OR lower(d.recipient) = lower(subscribers.email)), '[]'),
     'suppressions', coalesce((
         SELECT json_agg(json_build_object('reason', x.reason, 'detail', x.detail, 'created_at', x.created_at))
-        FROM suppressions AS x WHERE lower(x.email) = lower(subscribers.email)), '[]')
+        FROM suppressions AS x WHERE lower(x.email) = lower(subscribers.email)), '[]'),
+    'bounces_and_complaints', coalesce((
+        SELECT json_agg(json_build_object('provider', e.provider, 'kind', e.kind, 'delivery_id', e.delivery_id,
+                                          'detail', e.detail, 'occurred_at', e.occurred_at) ORDER BY e.id)
+        FROM delivery_events AS e WHERE lower(e.email) = lower(subscribers.email)), '[]')
 )
 FROM subscribers WHERE subscribers.id = $1;
 
@@ -43,6 +47,9 @@ WITH person AS (
     RETURNING 1
 ), unsuppressed AS (
     DELETE FROM suppressions USING person WHERE lower(suppressions.email) = lower(person.email) RETURNING 1
+), forgotten_events AS (
+    DELETE FROM delivery_events USING person WHERE lower(delivery_events.email) = lower(person.email)
+    RETURNING 1
 ), unlimited AS (
     DELETE FROM rate_limits USING person WHERE rate_limits.key = 'signup:address:' || lower(person.email)
     RETURNING 1
@@ -73,6 +80,9 @@ WITH stale AS (
     RETURNING 1
 ), unlimited AS (
     DELETE FROM rate_limits USING stale WHERE rate_limits.key = 'signup:address:' || lower(stale.email)
+    RETURNING 1
+), forgotten_events AS (
+    DELETE FROM delivery_events USING stale WHERE lower(delivery_events.email) = lower(stale.email)
     RETURNING 1
 ), purged AS (
     DELETE FROM subscribers USING stale WHERE subscribers.id = stale.id RETURNING 1

@@ -1,0 +1,123 @@
+"""Provider webhooks: bounces and complaints from Amazon SES (through SNS), SendGrid and Postmark.
+
+Every request is authenticated before its content is used; one that is not gets a 4xx and changes nothing.
+Providers retry until they get a 2xx, so each event is applied once however often it comes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from newsletter.config import Settings
+from newsletter.services.events import BounceRules, DeliveryEvent, apply_events
+from newsletter.services.providers import Rejected, Unavailable, postmark, sendgrid
+from newsletter.services.providers.ses import ses_events
+from newsletter.services.providers.sns import SnsVerifier
+from newsletter.web.problems import problem
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
+SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
+TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden"}
+
+
+def _event_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _sns(request: Request) -> SnsVerifier:
+    # One per application (made in build_app), holding its certificate cache.
+    verifier: SnsVerifier = request.app.state.sns
+    return verifier
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise Rejected(400, "The body is not JSON.") from None
+
+
+async def _apply(request: Request, read: Callable[[], Awaitable[list[DeliveryEvent]]]) -> Response:
+    try:
+        events = await read()
+    except Rejected as error:
+        log.warning("webhook rejected", path=request.url.path, status=error.status, reason=error.detail)
+        return problem(error.status, TITLES[error.status], error.detail)
+    except Unavailable as error:
+        log.warning("webhook cannot be verified now", path=request.url.path, error=str(error))
+        return problem(
+            503,
+            "Service unavailable",
+            "The message cannot be verified right now.",
+            headers={"Retry-After": "60"},
+        )
+    pool: asyncpg.Pool = request.app.state.pool
+    applied = await apply_events(pool, events, BounceRules.from_settings(_event_settings(request)))
+    return JSONResponse({"received": applied.received, "recorded": applied.recorded})
+
+
+@router.post("/ses", summary="Amazon SES bounces and complaints, delivered by Amazon SNS")
+async def ses_webhook(request: Request) -> Response:
+    async def read() -> list[DeliveryEvent]:
+        sns = _sns(request)
+        message = await sns.verify(_parse_json(await request.body()), _event_settings(request).ses_topic_arns)
+        if message.type == "SubscriptionConfirmation":
+            await sns.confirm(message)
+            log.info("SNS subscription confirmed", topic=message.topic_arn)
+        if message.type != "Notification":
+            return []
+        secret_key: bytes = request.app.state.secret_key
+        return ses_events(message.message, secret_key)
+
+    return await _apply(request, read)
+
+
+@router.post("/sendgrid", summary="SendGrid's signed event webhook")
+async def sendgrid_webhook(request: Request) -> Response:
+    async def read() -> list[DeliveryEvent]:
+        body = await request.body()
+        sendgrid.verify(
+            _event_settings(request).sendgrid_public_key,
+            request.headers.get(SENDGRID_SIGNATURE),
+            request.headers.get(SENDGRID_TIMESTAMP),
+            body,
+            now=time.time(),
+        )
+        return sendgrid.sendgrid_events(_parse_json(body))
+
+    return await _apply(request, read)
+
+
+@router.post("/postmark", summary="Postmark bounce and spam complaint webhooks (basic auth)")
+async def postmark_webhook(request: Request) -> Response:
+    settings = _event_settings(request)
+    password = settings.postmark_webhook_password
+    if not postmark.authorized(
+        request.headers.get("Authorization"),
+        settings.postmark_webhook_user,
+        password.get_secret_value() if password is not None else None,
+    ):
+        return problem(
+            401,
+            "Unauthorized",
+            "Put the configured user and password in the webhook URL.",
+            headers={"WWW-Authenticate": 'Basic realm="webhooks"'},
+        )
+
+    async def read() -> list[DeliveryEvent]:
+        return postmark.postmark_events(_parse_json(await request.body()))
+
+    return await _apply(request, read)
