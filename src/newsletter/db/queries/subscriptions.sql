@@ -2,19 +2,12 @@
 SELECT id, slug, name, optin FROM lists WHERE slug = $1;
 
 -- name: subscribe
--- One statement, so one transaction and one round trip: the sign-up limits are counted, and unless one is
--- exceeded, the subscriber, the subscription and, when the subscription is pending, its confirmation email's
--- delivery row are written together or not at all. Nothing is written for an unknown list.
--- $1 email, $2 name, $3 list slug, $4 source, $5 ip, $6 user agent, $7 request id,
--- $8 rate-limit keys, $9 their windows in seconds, $10 their limits.
-WITH hits AS (
-    SELECT * FROM hit_rate_limits($8::text[], $9::integer[])
-), limited AS (
-    SELECT max(hits.wait_seconds) AS retry_after
-    FROM hits JOIN unnest($8::text[], $10::integer[]) AS rule(key, max_hits) USING (key)
-    WHERE hits.hits > rule.max_hits
-), list AS (
-    SELECT id, optin FROM lists WHERE slug = $3 AND (SELECT retry_after FROM limited) IS NULL
+-- One statement, so one transaction: the subscriber, the subscription and, when the subscription is pending,
+-- its confirmation email's delivery row are written together or not at all. Nothing is written for an unknown
+-- list. (The sign-up limits are counted just before, in a statement of their own: see hit_rate_limits.)
+-- $1 email, $2 name, $3 list slug, $4 source, $5 ip, $6 user agent, $7 request id.
+WITH list AS (
+    SELECT id, optin FROM lists WHERE slug = $3
 ), subscriber AS (
     INSERT INTO subscribers (email, name)
     SELECT $1, $2 FROM list
@@ -53,8 +46,7 @@ WITH hits AS (
                       WHERE lower(suppressions.email) = lower($1) AND suppressions.reason <> 'unsubscribe_all')
     RETURNING id
 )
-SELECT (SELECT retry_after FROM limited) AS retry_after,
-       EXISTS (SELECT 1 FROM list) AS list_found,
+SELECT EXISTS (SELECT 1 FROM list) AS list_found,
        (SELECT count(*) FROM delivery) AS emails_queued;
 
 -- name: confirm
