@@ -18,8 +18,6 @@ def transport_from_settings(settings: Settings) -> Transport:
         return FileTransport(url.path)
     if url.scheme == "memory":
         return MemoryTransport()
-    if url.scheme == "postmark":
-        from newsletter.transports.postmark import PostmarkTransport  # imports httpx only when used
+    from newsletter.transports.postmark import PostmarkTransport  # imports httpx only when used
 
-        return PostmarkTransport(url)
-    raise NotImplementedError(f"the {url.scheme}:// transport is not available yet")
+    return PostmarkTransport(url)
