@@ -65,7 +65,9 @@ def running_service(postgres_url: str, tmp_path_factory: pytest.TempPathFactory)
         asyncio.run(drop_database(postgres_url, name))
 
 
-def test_no_operation_answers_5xx_or_breaks_its_schema(running_service: tuple[str, str]) -> None:
+def test_no_operation_answers_5xx_or_breaks_its_schema(
+    running_service: tuple[str, str], tmp_path: Path
+) -> None:
     base, token = running_service
     result = subprocess.run(
         [
@@ -76,7 +78,7 @@ def test_no_operation_answers_5xx_or_breaks_its_schema(running_service: tuple[st
             "--phases", "examples,coverage,fuzzing",
             "--generation-deterministic", "--seed", "20261128", "--workers", "1", "--no-color",
         ],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
     )  # fmt: skip
     summary = result.stdout[-3000:]
     assert result.returncode == 0, summary
