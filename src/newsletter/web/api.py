@@ -152,11 +152,6 @@ async def _write(
         return _service_error(error).response()
 
 
-class Page(BaseModel):
-    items: list[dict[str, Any]]
-    next_cursor: str | None
-
-
 def _page(items: list[dict[str, Any]], limit: int, key: str = "id") -> dict[str, Any]:
     return {"items": items, "next_cursor": str(items[-1][key]) if len(items) == limit else None}
 

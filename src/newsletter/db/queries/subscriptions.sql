@@ -1,6 +1,3 @@
--- name: list_by_slug
-SELECT id, slug, name, optin FROM lists WHERE slug = $1;
-
 -- name: subscribe
 -- One statement, so one transaction: the subscriber, the subscription and, when the subscription is pending,
 -- its confirmation email's delivery row are written together or not at all. Nothing is written for an unknown
