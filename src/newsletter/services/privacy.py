@@ -22,14 +22,21 @@ async def export(conn: asyncpg.Connection, subscriber_id: int) -> dict[str, Any]
 
 async def erase(conn: asyncpg.Connection, subscriber_id: int) -> None:
     """Remove every personal datum; past issues keep their counts (their deliveries stay, anonymous)."""
-    scrubbed = await conn.fetchval(query("subscriber_erase"), subscriber_id)
-    if scrubbed is None:
+    row = await conn.fetchrow(query("subscribers_erase"), [subscriber_id])
+    assert row is not None
+    if not row["erased"]:
         raise NotFound(f"subscriber {subscriber_id} does not exist")
-    log.info("subscriber erased", subscriber_id=subscriber_id, deliveries_scrubbed=scrubbed)
+    log.info("subscriber erased", subscriber_id=subscriber_id, deliveries_scrubbed=row["deliveries"])
 
 
 async def purge_unconfirmed(pool: asyncpg.Pool, older_than_days: int) -> int:
-    purged: int = await pool.fetchval(query("purge_unconfirmed"), older_than_days)
-    if purged:
-        log.info("unconfirmed sign-ups purged", subscribers=purged, older_than_days=older_than_days)
+    """Forget, as an erasure does, the people who never confirmed within `older_than_days`."""
+    async with pool.acquire() as conn, conn.transaction():
+        stale = [row["id"] for row in await conn.fetch(query("stale_unconfirmed"), older_than_days)]
+        if not stale:
+            return 0
+        row = await conn.fetchrow(query("subscribers_erase"), stale)
+    assert row is not None
+    purged: int = row["erased"]
+    log.info("unconfirmed sign-ups purged", subscribers=purged, older_than_days=older_than_days)
     return purged

@@ -33,11 +33,11 @@ SELECT json_build_object(
 )
 FROM subscribers WHERE subscribers.id = $1;
 
--- name: subscriber_erase
--- Removes every personal datum of one person. Deliveries stay (without the address, name or error text) so
--- that the counts of past issues stay right. Returns NULL when there is nobody to erase.
+-- name: subscribers_erase
+-- Removes every personal datum of the people $1 (ids): erasure on request, and the purge of stale sign-ups.
+-- Deliveries stay (without the address, name or error text) so that the counts of past issues stay right.
 WITH person AS (
-    SELECT id, email FROM subscribers WHERE id = $1
+    SELECT id, email FROM subscribers WHERE id = ANY($1::bigint[])
 ), scrubbed AS (
     UPDATE deliveries
     SET recipient = 'erased', subscriber_id = NULL, last_error = NULL, provider_message_id = NULL,
@@ -60,31 +60,13 @@ WITH person AS (
 ), erased AS (
     DELETE FROM subscribers USING person WHERE subscribers.id = person.id RETURNING 1
 )
-SELECT (SELECT count(*) FROM scrubbed) AS deliveries FROM erased;
+SELECT (SELECT count(*) FROM erased) AS erased, (SELECT count(*) FROM scrubbed) AS deliveries;
 
--- name: purge_unconfirmed
--- People who signed up and never confirmed anything within $1 days: forgotten, as erase does it.
-WITH stale AS (
-    SELECT subscribers.id, subscribers.email FROM subscribers
-    WHERE subscribers.created_at < now() - make_interval(days => $1)
-      AND NOT EXISTS (SELECT 1 FROM subscriptions AS s
-                      WHERE s.subscriber_id = subscribers.id AND s.status <> 'pending')
-      AND EXISTS (SELECT 1 FROM subscriptions AS s WHERE s.subscriber_id = subscribers.id)
-    LIMIT 10000
-), scrubbed AS (
-    UPDATE deliveries
-    SET recipient = 'erased', subscriber_id = NULL, last_error = NULL, provider_message_id = NULL,
-        request_id = NULL, updated_at = now()
-    FROM stale
-    WHERE deliveries.subscriber_id = stale.id
-    RETURNING 1
-), unlimited AS (
-    DELETE FROM rate_limits USING stale WHERE rate_limits.key = 'signup:address:' || lower(stale.email)
-    RETURNING 1
-), forgotten_events AS (
-    DELETE FROM delivery_events USING stale WHERE lower(delivery_events.email) = lower(stale.email)
-    RETURNING 1
-), purged AS (
-    DELETE FROM subscribers USING stale WHERE subscribers.id = stale.id RETURNING 1
-)
-SELECT count(*) FROM purged;
+-- name: stale_unconfirmed
+-- People who signed up and never confirmed anything within $1 days (a bounded batch).
+SELECT subscribers.id FROM subscribers
+WHERE subscribers.created_at < now() - make_interval(days => $1)
+  AND NOT EXISTS (SELECT 1 FROM subscriptions AS s
+                  WHERE s.subscriber_id = subscribers.id AND s.status <> 'pending')
+  AND EXISTS (SELECT 1 FROM subscriptions AS s WHERE s.subscriber_id = subscribers.id)
+LIMIT 10000;
