@@ -87,6 +87,19 @@ class DeliveryWorker:
         self._wakers: list[asyncio.Event] = []
         self._closing = asyncio.Event()
         self._next_purge = 0.0
+        # Messages per second allowed on this transport, shared with every worker through the database.
+        scheme = settings.email.scheme
+        self._send_rates = {
+            key: rate
+            for key, rate in (
+                (f"{scheme}:second", settings.send_rate_per_second),
+                (
+                    f"{scheme}:hour",
+                    settings.send_rate_per_hour / 3600 if settings.send_rate_per_hour else None,
+                ),
+            )
+            if rate
+        }
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Deliver until `stopping` is set; batches in flight are always finished and recorded first."""
@@ -177,20 +190,15 @@ class DeliveryWorker:
     async def _reserve_rate(self, wanted: int) -> int:
         """With a sending rate configured, wait for this batch's slots before claiming (never while holding
         leases), and claim no more than the rate allows."""
-        rates = [
-            (f"{self.settings.email.scheme}:second", self.settings.send_rate_per_second),
-            (f"{self.settings.email.scheme}:hour", self.settings.send_rate_per_hour / 3600)
-            if self.settings.send_rate_per_hour
-            else (None, None),
-        ]
-        rates = [(key, rate) for key, rate in rates if key and rate]
+        rates = self._send_rates
         if not rates:
             return wanted
         if not await self.pool.fetchval(query("any_due")):
             return 0
-        count = max(1, min(wanted, int(min(rate for _, rate in rates if rate))))
+        count = max(1, min(wanted, int(min(rates.values()))))
         waits = [
-            await self.pool.fetchval(query("reserve_send_slots"), key, count, rate) for key, rate in rates
+            await self.pool.fetchval(query("reserve_send_slots"), key, count, rate)
+            for key, rate in rates.items()
         ]
         if max(waits) > 0:
             await asyncio.sleep(max(waits))
