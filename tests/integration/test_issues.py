@@ -446,3 +446,71 @@ async def test_ids_beyond_bigint_and_nul_bytes_are_client_errors_not_503(
     ):
         assert response.status_code == 422, response.text
         assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_two_issues_sending_at_once_each_reach_their_readers_once(
+    app: TestApp, admin: AdminClient
+) -> None:
+    assert (await admin.post("/lists", {"slug": "weekly", "name": "Weekly"})).status_code == 201
+    readers = await add_confirmed(app.pool, 23)
+    weekly = await add_confirmed(app.pool, 9, prefix="weekly", list_slug="weekly")
+    first, second = await _draft(admin), await _draft(admin, lists=["weekly"], subject="Issue #2")
+    await admin.post(f"/issues/{first}/send")
+    # A confirmation email queued between the two fan-outs goes out too, before the newsletters.
+    signup = await app.client.post("/subscriptions", json={"email": "new@example.com"})
+    await admin.post(f"/issues/{second}/send")
+    app.settings.worker_batch_size = 7
+
+    await app.dispatch_all_pending()
+
+    assert signup.status_code == 202
+    assert len(app.smtp.to("new@example.com")) == 1
+    assert sorted(
+        a for m in app.smtp.received if m.message["Subject"] == "Issue #1" for a in m.recipients
+    ) == sorted(readers)
+    assert sorted(
+        a for m in app.smtp.received if m.message["Subject"] == "Issue #2" for a in m.recipients
+    ) == sorted(weekly)
+    for issue_id, total in ((first, 23), (second, 9)):
+        issue = (await admin.get(f"/issues/{issue_id}")).json()
+        assert issue["status"] == "sent" and issue["counts"]["sent"] == total
+        seen: list[int] = []
+        cursor = None
+        while True:
+            page = (
+                await admin.get(
+                    f"/issues/{issue_id}/deliveries", limit=4, **({"cursor": cursor} if cursor else {})
+                )
+            ).json()
+            seen.extend(item["id"] for item in page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert len(seen) == total and seen == sorted(set(seen))
+
+
+async def test_pause_parks_a_delivery_waiting_for_its_retry(app: TestApp, admin: AdminClient) -> None:
+    readers = await add_confirmed(app.pool, 4)
+    app.smtp.handler.rejected[readers[1]] = "451 4.3.0 try again later"
+    issue_id = await _draft(admin)
+    await admin.post(f"/issues/{issue_id}/send")
+    await app.dispatch_all_pending()
+    del app.smtp.handler.rejected[readers[1]]
+
+    paused = await admin.post(f"/issues/{issue_id}/pause")
+    await app.pool.execute(
+        "UPDATE deliveries SET next_attempt_at = now() WHERE next_attempt_at <> 'infinity'"
+    )
+    await app.dispatch_all_pending()
+
+    assert paused.json()["status"] == "paused"
+    parked = await app.pool.fetchval(
+        "SELECT status = 'queued' AND next_attempt_at = 'infinity' FROM deliveries WHERE recipient = $1",
+        readers[1],
+    )
+    assert parked
+    assert app.smtp.to(readers[1]) == []
+    await admin.post(f"/issues/{issue_id}/resume")
+    await app.dispatch_all_pending()
+    assert len(app.smtp.to(readers[1])) == 1
+    assert (await admin.get(f"/issues/{issue_id}")).json()["status"] == "sent"

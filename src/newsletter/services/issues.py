@@ -17,6 +17,8 @@ from newsletter.services.errors import Conflict, Invalid, NotFound
 log = structlog.get_logger(__name__)
 
 COUNTS = ("total", "pending", "sent", "failed", "suppressed", "cancelled")
+# Outcomes an operator looks into; a partial index holds exactly these (migration 0007).
+ATTENTION_STATUSES = frozenset({"failed", "bounced", "complained", "suppressed", "cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +134,11 @@ async def send_issue(
 
 
 async def start_sending(conn: asyncpg.Connection, issue_id: int, request_id: str | None) -> int:
-    total: int = await conn.fetchval(query("issue_fan_out"), issue_id, request_id)
+    """Create the issue's deliveries and start it, inside the caller's transaction (the issue row locked)."""
+    prepared = await conn.fetchrow(query("fan_out_prepare"), issue_id)
+    tag = await conn.execute(query("issue_fan_out"), issue_id, prepared["lists"])
+    total = int(tag.rsplit(" ", 1)[1])  # "INSERT 0 <rows>"
+    await conn.execute(query("issue_started"), issue_id, total, prepared["floor"], request_id)
     return total
 
 
@@ -188,5 +194,6 @@ async def deliveries(
     conn: asyncpg.Connection, issue_id: int, *, status: str | None, after: int | None, limit: int
 ) -> list[dict[str, Any]]:
     await get_issue(conn, issue_id)
-    rows = await conn.fetch(query("issue_deliveries_page"), issue_id, status, after, limit)
+    name = "issue_deliveries_attention_page" if status in ATTENTION_STATUSES else "issue_deliveries_page"
+    rows = await conn.fetch(query(name), issue_id, status, after, limit)
     return [dict(row) for row in rows]

@@ -1,20 +1,49 @@
 -- name: claim_deliveries
--- Takes up to $1 due deliveries under a lease of $2 seconds. SKIP LOCKED lets any number of workers claim
--- side by side without waiting on each other; each claim counts as an attempt. Whether the person may still
--- be mailed (suppression list, subscription, subscriber status) is read here, just before sending.
+-- Takes up to $1 deliveries under a lease of $2 seconds: first those due from the claim index (confirmations,
+-- retries, test copies), SKIP LOCKED so any number of workers claim side by side; then fresh deliveries of the
+-- oldest sending issue, in id order behind its cursor, which moves in the same statement (claims of fresh rows
+-- take turns on the issue row for the few milliseconds this statement lasts). Each claim counts as an attempt.
+-- Whether the person may still be mailed (suppression list, subscription, subscriber status) is read here, just
+-- before sending.
 WITH due AS (
     SELECT id FROM deliveries
-    WHERE status = 'queued' AND next_attempt_at <= now()
+    WHERE status = 'queued' AND next_attempt_at IS NOT NULL AND next_attempt_at <= now()
     ORDER BY next_attempt_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+), wanted AS (
+    SELECT $1 - count(*) AS n FROM due
+), issue AS (
+    SELECT issues.id, issues.claimed_through, issues.last_delivery_id
+    FROM issues, wanted
+    WHERE issues.status = 'sending' AND issues.claimed_through < issues.last_delivery_id AND wanted.n > 0
+    ORDER BY issues.id
+    LIMIT 1
+    FOR UPDATE OF issues
+), fresh AS (
+    SELECT d.id FROM deliveries AS d, issue
+    WHERE d.id > issue.claimed_through AND d.id <= issue.last_delivery_id
+      AND d.issue_id = issue.id AND d.status = 'queued' AND d.next_attempt_at IS NULL
+    ORDER BY d.id
+    LIMIT (SELECT n FROM wanted)
+    FOR UPDATE OF d
+), advanced AS (
+    -- Fewer rows than asked for: the issue has no fresh delivery left past them.
+    UPDATE issues
+    SET claimed_through = CASE WHEN (SELECT count(*) FROM fresh) < wanted.n THEN issue.last_delivery_id
+                               ELSE (SELECT max(id) FROM fresh) END
+    FROM issue, wanted
+    WHERE issues.id = issue.id
+), picked AS (
+    SELECT id FROM due UNION ALL SELECT id FROM fresh
 )
 UPDATE deliveries AS d
 SET status = 'sending', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $2),
     updated_at = now()
-FROM due
-WHERE d.id = due.id
-RETURNING d.id, d.kind, d.issue_id, d.subscriber_id, d.list_id, d.recipient, d.attempts, d.request_id,
+FROM picked
+WHERE d.id = picked.id
+RETURNING d.id, d.kind, d.issue_id, d.subscriber_id, d.list_id, d.recipient, d.attempts,
+          coalesce(d.request_id, (SELECT request_id FROM issues WHERE issues.id = d.issue_id)) AS request_id,
           extract(epoch FROM now() - d.created_at)::float8 AS age_seconds,
           (SELECT name FROM lists WHERE lists.id = d.list_id) AS list_name,
           (SELECT slug FROM lists WHERE lists.id = d.list_id) AS list_slug,
@@ -98,8 +127,18 @@ FROM unnest($1::text[], $2::text[]) AS address(email, detail)
 ON CONFLICT ((lower(email))) DO NOTHING;
 
 -- name: queue_stats
-SELECT count(*) AS depth, coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0)::float8 AS oldest_age
-FROM deliveries WHERE status = 'queued' AND next_attempt_at <= now();
+-- Due rows from the claim index, plus the fresh rows of sending issues read off their cursors (ids in an
+-- issue's range that belong to other emails are counted too: a close bound, read from a few rows).
+WITH due AS (
+    SELECT count(*) AS depth, min(next_attempt_at) AS oldest
+    FROM deliveries WHERE status = 'queued' AND next_attempt_at IS NOT NULL AND next_attempt_at <= now()
+), fresh AS (
+    SELECT coalesce(sum(last_delivery_id - claimed_through), 0) AS depth, min(started_at) AS oldest
+    FROM issues WHERE status = 'sending' AND claimed_through < last_delivery_id
+)
+SELECT (due.depth + fresh.depth)::bigint AS depth,
+       coalesce(extract(epoch FROM now() - least(due.oldest, fresh.oldest)), 0)::float8 AS oldest_age
+FROM due, fresh;
 
 -- name: reserve_send_slots
 -- Sending rate shared by every worker: reserves $2 messages at $3 per second on transport $1 and returns how
@@ -111,7 +150,9 @@ SET next_free = greatest(rate.next_free, now()) + make_interval(secs => $2::floa
 RETURNING greatest(0, extract(epoch FROM next_free - now()) - $2::float8 / $3::float8)::float8 AS wait_seconds;
 
 -- name: any_due
-SELECT EXISTS (SELECT 1 FROM deliveries WHERE status = 'queued' AND next_attempt_at <= now());
+SELECT EXISTS (SELECT 1 FROM deliveries
+               WHERE status = 'queued' AND next_attempt_at IS NOT NULL AND next_attempt_at <= now())
+    OR EXISTS (SELECT 1 FROM issues WHERE status = 'sending' AND claimed_through < last_delivery_id);
 
 -- name: issue_contents
 SELECT id, subject, html, text_body, updated_at FROM issues WHERE id = ANY($1::bigint[]);
