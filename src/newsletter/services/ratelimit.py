@@ -24,10 +24,10 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
-async def hit(pool: asyncpg.Pool, limits: Sequence[Limit]) -> None:
+async def hit(db: asyncpg.Pool | asyncpg.Connection, limits: Sequence[Limit]) -> None:
     """Count one hit against every limit; raises RateLimited when any of them is exceeded."""
     by_key = {limit.key: limit for limit in limits}
-    rows = await pool.fetch(
+    rows = await db.fetch(
         query("hit_rate_limits"),
         list(by_key),
         [limit.window_seconds for limit in by_key.values()],
