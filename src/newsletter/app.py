@@ -25,8 +25,9 @@ from newsletter.db.embedded import start_embedded, stop_embedded
 from newsletter.db.migrations import migrate
 from newsletter.services.providers.sns import HttpsFetcher, SnsVerifier
 from newsletter.services.wake import Waker
+from newsletter.tracing import configure_tracing, shutdown_tracing
 from newsletter.transports import transport_from_settings
-from newsletter.web import api, public, suppressions, webhooks
+from newsletter.web import admin, api, public, suppressions, transfer, webhooks
 from newsletter.web.middleware import RequestContextMiddleware
 from newsletter.web.problems import problem
 from newsletter.worker.delivery import DATABASE_ERRORS, DeliveryWorker
@@ -50,9 +51,11 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
     app.state.waker = Waker(pool)
     app.state.sns = SnsVerifier(HttpsFetcher())
     app.include_router(public.router)
+    app.include_router(transfer.router)  # before api.router: /subscribers/export is not a subscriber id
     app.include_router(api.router)
     app.include_router(suppressions.router)
     app.include_router(webhooks.router)
+    admin.install(app)
     static = resources.files("newsletter").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
@@ -99,7 +102,11 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
     for error_type in (*DATABASE_ERRORS, asyncpg.DataError):
         app.add_exception_handler(error_type, database_error)
 
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        large_bodies={transfer.IMPORT_PATH: settings.max_import_bytes},
+    )
     return app
 
 
@@ -178,6 +185,8 @@ async def run_processes(settings: Settings, *, http: bool, worker: bool, migrate
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
+    if configure_tracing():
+        log.info("tracing exported over OTLP")
 
     async with database(settings) as url:
         pool = await create_pool(url, settings)
@@ -208,3 +217,4 @@ async def run_processes(settings: Settings, *, http: bool, worker: bool, migrate
             await asyncio.gather(*tasks)
         finally:
             await pool.close()
+            await asyncio.to_thread(shutdown_tracing)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -133,6 +134,47 @@ def tokens_create(name: str, scope: str) -> None:
 
 
 @main.group()
+def users() -> None:
+    """Admin users of the web interface (/admin)."""
+
+
+@users.command("create")
+@click.option("--email", required=True, help="The address the user logs in with.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (first line).")
+def users_create(email: str, password_stdin: bool) -> None:
+    """Create an admin user; the password is asked for twice, or read from standard input."""
+    from newsletter.app import apply_migrations, create_pool, database
+    from newsletter.domain.subscriber import InvalidInput, SubscriberEmail
+    from newsletter.services.accounts import create_user
+    from newsletter.services.errors import Conflict, Invalid
+
+    try:
+        address = SubscriberEmail.parse(email)
+    except InvalidInput as error:
+        raise click.BadParameter(str(error), param_hint="--email") from None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    settings = _settings()
+
+    async def go() -> None:
+        async with database(settings) as url:
+            pool = await create_pool(url, settings)
+            try:
+                await apply_migrations(pool)
+                await create_user(pool, address, password)
+            finally:
+                await pool.close()
+
+    try:
+        _run(go())
+    except (Conflict, Invalid) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Created admin user {address.value}; log in at {settings.base_url}/admin")
+
+
+@main.group()
 def config() -> None:
     """Inspect the configuration."""
 
@@ -198,6 +240,105 @@ def bounces(maildir: str | None, imap_url: str | None, pop3_url: str | None) -> 
         f"{report.messages} messages read: {report.events} bounces and complaints, {report.recorded} new, "
         f"{report.suppressed} addresses suppressed"
     )
+
+
+# How rejected rows an import prints at most; the rest are counted.
+REJECTED_PRINTED = 100
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--list", "list_slug", default="default", show_default=True, help="The list to subscribe to.")
+def import_command(file: str, list_slug: str) -> None:
+    """Import subscribers from a CSV file into a list, as confirmed subscribers.
+
+    The first line names the columns: email (required), name and attributes (a JSON object); other columns are
+    ignored. Existing subscribers are updated, never duplicated; people who unsubscribed from the list, are
+    blocklisted or suppressed are left alone and reported. All or nothing: one transaction.
+    """
+    from pathlib import Path
+
+    from newsletter.services.errors import Invalid, NotFound
+    from newsletter.services.imports import ImportReport, import_csv
+
+    settings = _settings()
+    size = Path(file).stat().st_size
+
+    async def go(connection: Any) -> ImportReport:
+        with (
+            open(file, "rb") as source,  # noqa: ASYNC230 - read by the import's parsing thread
+            click.progressbar(length=size, label="Importing", file=sys.stderr) as bar,
+        ):
+            return await import_csv(
+                connection, source, list_slug=list_slug, progress=lambda done: bar.update(done - bar.pos)
+            )
+
+    try:
+        report: ImportReport = _run(_with_connection(settings, go))
+    except (NotFound, Invalid) as error:
+        raise click.ClickException(f"nothing imported: {error}") from None
+    click.echo(
+        f"{report.inserted} inserted, {report.updated} updated, {report.subscribed} subscribed to "
+        f"{list_slug!r}, {report.rejected_total} rejected"
+    )
+    for rejected in report.rejected[:REJECTED_PRINTED]:
+        click.echo(
+            f"line {rejected.line}: {rejected.reason}" + (f" [{rejected.email}]" if rejected.email else "")
+        )
+    if report.rejected_total > REJECTED_PRINTED:
+        click.echo(f"... and {report.rejected_total - REJECTED_PRINTED} more rejected rows")
+
+
+@main.command("export")
+@click.option("--list", "list_slug", help="Only the subscriptions to this list.")
+@click.option(
+    "--status",
+    type=click.Choice(["active", "blocklisted", "pending", "confirmed", "unsubscribed"]),
+    help="The subscriber's status (active, blocklisted) or the subscription's.",
+)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, writable=True), help="A file (default: stdout)."
+)
+def export_command(list_slug: str | None, status: str | None, output: str | None) -> None:
+    """Export subscribers as CSV, one row per subscription; the file imports back as it is."""
+    from newsletter.services.errors import Invalid, NotFound
+    from newsletter.services.imports import export_csv
+
+    settings = _settings()
+
+    async def go(connection: Any) -> None:
+        chunks = export_csv(connection, list_slug=list_slug, status=status)
+        header = await anext(chunks)  # the list and status are checked before anything is written
+        with open(output, "wb") if output else contextlib.nullcontext(sys.stdout.buffer) as target:  # noqa: ASYNC230
+            target.write(header)
+            async for chunk in chunks:
+                target.write(chunk)
+            target.flush()
+
+    try:
+        _run(_with_connection(settings, go))
+    except (NotFound, Invalid) as error:
+        raise click.ClickException(str(error)) from None
+
+
+async def _with_connection(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
+    """Run `work` on one connection to the configured (or embedded) database, migrated first."""
+    from newsletter.app import apply_migrations, create_pool, database
+    from newsletter.worker.delivery import DATABASE_ERRORS
+
+    async with database(settings) as url:
+        try:
+            pool = await create_pool(url, settings, wait_seconds=5)
+        except DATABASE_ERRORS as error:
+            raise click.ClickException(f"cannot connect to the database: {error}") from None
+        try:
+            await apply_migrations(pool)
+            async with pool.acquire() as connection:
+                return await work(connection)
+        except DATABASE_ERRORS as error:
+            raise click.ClickException(f"database error: {error}") from None
+        finally:
+            await pool.close()
 
 
 if __name__ == "__main__":

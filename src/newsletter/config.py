@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.utils import parseaddr
@@ -103,6 +104,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # CSV imports over the API (POST /api/v1/subscribers/import) alone may send this much.
+    max_import_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
     confirmation_ttl_hours: float = Field(default=48, gt=0)
     signup_ip_limit: int = Field(default=30, ge=1)
     signup_ip_window_seconds: int = Field(default=3600, ge=1)
@@ -125,6 +128,18 @@ class Settings(BaseSettings):
     send_rate_per_hour: float | None = Field(default=None, gt=0)
 
     purge_unconfirmed_days: int = Field(default=30, ge=1)
+
+    # The admin web interface: how long a login lasts, and how many login attempts a network address and an
+    # account may make within the window before they are refused for the rest of it.
+    admin_session_hours: float = Field(default=12, gt=0)
+    admin_login_ip_limit: int = Field(default=20, ge=1)
+    admin_login_email_limit: int = Field(default=10, ge=1)
+    admin_login_window_seconds: int = Field(default=900, ge=1)
+
+    # Confirmation and unsubscribe links: how many wrong tokens one network address may present within the
+    # window before every token it presents is refused (429) for the rest of it. Right tokens never count.
+    token_guess_limit: int = Field(default=20, ge=1)
+    token_guess_window_seconds: int = Field(default=900, ge=1)
 
     # Bounces and complaints: how many soft bounces within how many days suppress an address, and the
     # credentials of each provider's webhook (unset: that webhook rejects everything).
@@ -164,8 +179,8 @@ class Settings(BaseSettings):
     @field_validator("sender")
     @classmethod
     def _valid_sender(cls, value: str) -> str:
-        if "\r" in value or "\n" in value:
-            raise ValueError("must not contain line breaks")
+        if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in value):
+            raise ValueError("must not contain line breaks or control characters")
         _, address = parseaddr(value)
         if "@" not in address:
             raise ValueError("must be an address such as 'Name <news@example.com>'")

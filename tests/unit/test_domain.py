@@ -63,7 +63,8 @@ def test_invalid_addresses_are_rejected(raw: str) -> None:
 
 @given(
     st.text(
-        alphabet=st.characters(exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn")), max_size=MAX_NAME_LENGTH
+        alphabet=st.characters(exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")),
+        max_size=MAX_NAME_LENGTH,
     )
 )
 def test_names_without_control_characters_are_accepted(raw: str) -> None:

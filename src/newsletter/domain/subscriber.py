@@ -46,9 +46,12 @@ class SubscriberName:
         candidate = unicodedata.normalize("NFC", raw.strip())
         if len(candidate) > MAX_NAME_LENGTH:
             raise InvalidInput(f"Names are limited to {MAX_NAME_LENGTH} characters.")
-        # Control characters (CR and LF among them) could break a header or a log line; format characters
-        # such as right-to-left overrides make a name display as something else.
-        if any(unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn") for char in candidate):
+        # Control characters and line or paragraph separators (CR, LF, U+2028 among them) could break a
+        # header or a log line; format characters such as right-to-left overrides make a name display as
+        # something else.
+        if any(
+            unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for char in candidate
+        ):
             raise InvalidInput("Names cannot contain control characters.")
         return cls(candidate)
 

@@ -10,6 +10,7 @@ import asyncpg
 from newsletter.db.queries import query
 from newsletter.domain.subscriber import SubscriberEmail, SubscriberName
 from newsletter.services.errors import Conflict, Invalid, NotFound
+from newsletter.tracing import current_traceparent
 
 
 def _list_view(row: asyncpg.Record) -> dict[str, Any]:
@@ -95,7 +96,9 @@ async def create_subscriber(
     if subscriber_id is None:
         existing = await conn.fetchval(query("subscriber_by_email"), email.value)
         raise Conflict(f"subscriber {existing} has this address already")
-    await conn.execute(query("subscriptions_add"), subscriber_id, list_ids, status, "api", request_id)
+    await conn.execute(
+        query("subscriptions_add"), subscriber_id, list_ids, status, "api", request_id, current_traceparent()
+    )
     return await get_subscriber(conn, subscriber_id)
 
 
@@ -128,3 +131,21 @@ async def subscriber_page(
         pattern = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     rows = await conn.fetch(query("subscriber_page"), after, list_slug, status, pattern, limit)
     return [_subscriber_view(row) for row in rows]
+
+
+async def subscriber_deliveries(
+    conn: asyncpg.Connection, subscriber_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """The latest emails to one person, newest first."""
+    return [dict(row) for row in await conn.fetch(query("subscriber_deliveries"), subscriber_id, limit)]
+
+
+async def unsubscribe_everywhere(conn: asyncpg.Connection, subscriber_id: int) -> int:
+    """End every subscription of a person (an operator acting on their request); returns how many ended."""
+    await get_subscriber(conn, subscriber_id)
+    return len(await conn.fetch(query("subscriber_unsubscribe_all"), subscriber_id))
+
+
+async def list_names(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every list's id, slug and name, without the counts (for menus and forms)."""
+    return [dict(row) for row in await conn.fetch(query("list_names"))]

@@ -13,13 +13,18 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email import message_from_bytes
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formatdate
+from email.policy import SMTP, default
+from email.utils import formatdate, quote
+from functools import cache
 from typing import Any
 
+import css_inline
 import dkim
+from markupsafe import Markup
 
 from newsletter.templating import environment
 
@@ -33,6 +38,9 @@ PLACEHOLDER_PREFIX = "NLPHx"
 RECIPIENT = "NLPHxRECIPIENTx"
 MESSAGE_ID = "NLPHxMESSAGEIDx"
 DATE = "NLPHxDATEx"
+LIST_ID = "NLPHxLISTIDx"
+UNSUBSCRIBE_URL = "NLPHxUNSUBSCRIBEx"
+_SPECIALS = '()<>[]:;@\\,."'  # RFC 5322 3.2.3: a phrase holding one of these must be quoted
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,56 @@ def render(template: str, **context: Any) -> RenderedEmail:
         text=env.get_template(f"email/{template}.txt").render(context),
         html=env.get_template(f"email/{template}.html").render(context),
     )
+
+
+@cache
+def _css_inliner() -> css_inline.CSSInliner:
+    # Nothing is fetched: every style a newsletter has comes with its layout.
+    return css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+
+
+def newsletter_template(subject: str, html: str, text: str, *, sender: Address) -> MessageTemplate:
+    """The one rendering of an issue: its HTML in the layout, the layout's CSS inlined, and its text.
+
+    The worker sends what this builds and the admin preview shows it, so the preview is what is sent. The
+    CSS is inlined here, once per issue, not once per message; the placeholders pass through untouched.
+    """
+    rendered = render(
+        "newsletter",
+        subject=subject,
+        # Written by an admin: rendered from Markdown (raw HTML disabled) or given as HTML on purpose.
+        content=Markup(html),  # noqa: S704
+        text_content=text,
+        unsubscribe_url=UNSUBSCRIBE_URL,
+    )
+    inlined = RenderedEmail(rendered.subject, rendered.text, _css_inliner().inline(rendered.html))
+    headers = {
+        "List-Id": LIST_ID,
+        "List-Unsubscribe": f"<{UNSUBSCRIBE_URL}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    return MessageTemplate.build(inlined, sender=sender, headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    subject: str
+    html: str
+    text: str
+
+
+def preview(template: MessageTemplate, *, recipient: str, list_id: str, unsubscribe_url: str) -> Preview:
+    """One recipient's message as it leaves, read back from its MIME bytes."""
+    raw = template.fill(
+        recipient=recipient,
+        message_id=message_id("preview.invalid", "preview"),
+        values={LIST_ID: list_id, UNSUBSCRIBE_URL: unsubscribe_url},
+    )
+    parsed = message_from_bytes(raw, policy=default)
+    assert isinstance(parsed, EmailMessage)
+    html_part, text_part = parsed.get_body(("html",)), parsed.get_body(("plain",))
+    assert html_part is not None and text_part is not None
+    return Preview(str(parsed["Subject"]), html_part.get_content(), text_part.get_content())
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +221,18 @@ class DkimSigner:
             include_headers=list(self.HEADERS), linesep=b"\r\n",
         )  # fmt: skip
         return signature + message
+
+
+def list_id(name: str, identifier: str) -> str:
+    """A List-Id value (RFC 2919): the list's name as a phrase, encoded or quoted when it must be, so that a
+    name holding non-ASCII text, an encoded word or angle brackets cannot pass for another list id."""
+    if not name.isascii() or "=?" in name:
+        phrase = Header(name, "utf-8", header_name="List-Id").encode(linesep="\r\n")
+    elif any(char in _SPECIALS for char in name):
+        phrase = f'"{quote(name)}"'
+    else:
+        phrase = name
+    return f"{phrase} <{identifier}>"
 
 
 def message_id(domain: str, unique: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ import structlog
 from newsletter.db.queries import query
 from newsletter.services.content import markdown_to_html
 from newsletter.services.errors import Conflict, Invalid, NotFound
+from newsletter.tracing import current_traceparent
 
 log = structlog.get_logger(__name__)
 
@@ -33,8 +35,10 @@ class IssueContent:
         subject = subject.strip()
         if not subject:
             raise Invalid("subject: must not be empty")
-        if any(char in subject for char in "\r\n\x00"):
-            raise Invalid("subject: must be one line")
+        # Whatever the email package takes for the end of a line (VT, FF, NEL, U+2028...) as well as CR and
+        # LF: accepted here, such a subject would stop the worker at the first message it renders.
+        if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in subject):
+            raise Invalid("subject: must be one line, without control characters")
         if markdown is not None and html is not None:
             raise Invalid("give either markdown, or html and text, not both")
         if markdown is not None:
@@ -138,7 +142,9 @@ async def start_sending(conn: asyncpg.Connection, issue_id: int, request_id: str
     prepared = await conn.fetchrow(query("fan_out_prepare"), issue_id)
     tag = await conn.execute(query("issue_fan_out"), issue_id, prepared["lists"])
     total = int(tag.rsplit(" ", 1)[1])  # "INSERT 0 <rows>"
-    await conn.execute(query("issue_started"), issue_id, total, prepared["floor"], request_id)
+    await conn.execute(
+        query("issue_started"), issue_id, total, prepared["floor"], request_id, current_traceparent()
+    )
     return total
 
 
@@ -186,7 +192,9 @@ async def test_send(
     conn: asyncpg.Connection, issue_id: int, addresses: Sequence[str], request_id: str | None
 ) -> int:
     await _lock(conn, issue_id)
-    queued: int = await conn.fetchval(query("issue_test_send"), issue_id, list(addresses), request_id)
+    queued: int = await conn.fetchval(
+        query("issue_test_send"), issue_id, list(addresses), request_id, current_traceparent()
+    )
     return queued
 
 

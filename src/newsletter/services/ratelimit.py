@@ -35,3 +35,18 @@ async def hit(db: asyncpg.Pool | asyncpg.Connection, limits: Sequence[Limit]) ->
     waits = [row["retry_after"] for row in rows if row["hits"] > by_key[row["key"]].max_hits]
     if waits:
         raise RateLimited(max(1, math.ceil(max(waits))))
+
+
+async def refuse_if_exceeded(db: asyncpg.Pool | asyncpg.Connection, limits: Sequence[Limit]) -> None:
+    """Raise RateLimited when any of the limits is already used up; counts nothing.
+
+    For limits counted only on failure (wrong tokens): checked before the attempt, so that once refused, a
+    right attempt is answered exactly as a wrong one.
+    """
+    rows = await db.fetch(
+        query("exceeded_rate_limits"),
+        [limit.key for limit in limits],
+        [limit.max_hits for limit in limits],
+    )
+    if rows:
+        raise RateLimited(max(1, math.ceil(max(row["retry_after"] for row in rows))))

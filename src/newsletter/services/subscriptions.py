@@ -13,6 +13,7 @@ from newsletter.domain.subscriber import InvalidInput, ListSlug, SubscriberEmail
 from newsletter.domain.tokens import Token
 from newsletter.services import ratelimit
 from newsletter.services.wake import Waker
+from newsletter.tracing import current_traceparent
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +80,7 @@ async def subscribe(
             evidence.ip,
             _clip(evidence.user_agent),
             request_id,
+            current_traceparent(),
         )
     assert row is not None
     if not row["list_found"]:
@@ -147,7 +149,7 @@ async def resend_confirmation(
     if evidence.ip:
         checks.append(ratelimit.Limit(f"signup:ip:{evidence.ip}", limits.per_ip, limits.ip_window_seconds))
     await ratelimit.hit(pool, checks)
-    row = await pool.fetchrow(query("resend_confirmation"), token.digest, request_id)
+    row = await pool.fetchrow(query("resend_confirmation"), token.digest, request_id, current_traceparent())
     assert row is not None
     return bool(row["emails_queued"])
 

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -36,3 +37,13 @@ async def authenticate(pool: asyncpg.Pool, token: str) -> Principal | None:
         return None
     row = await pool.fetchrow(query("token_lookup"), _hash(token))
     return Principal(row["id"], row["name"], row["scope"]) if row else None
+
+
+async def list_tokens(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Every token, newest first, revoked ones too (without their secrets: only hashes are kept)."""
+    return [dict(row) for row in await pool.fetch(query("token_list"))]
+
+
+async def revoke_token(pool: asyncpg.Pool, token_id: int) -> bool:
+    """Revoke a token; False when there is no such live token."""
+    return await pool.fetchval(query("token_revoke"), token_id) is not None

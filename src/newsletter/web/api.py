@@ -108,8 +108,11 @@ async def _write(
         return ApiError(
             400, "Bad request", "Idempotency-Key must be 1 to 255 printable ASCII characters."
         ).response()
+    # The query string counts when there is one (the list of an import); without one, the fingerprint is as it
+    # always was, so keys stored before keep matching.
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     fingerprint = hashlib.sha256(
-        b"\n".join([request.method.encode(), request.url.path.encode(), await request.body()])
+        b"\n".join([request.method.encode(), target.encode(), await request.body()])
     ).digest()
     settings = request.app.state.settings
     try:

@@ -6,6 +6,7 @@ import functools
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -32,9 +33,13 @@ class BodyTooLarge(Exception):
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, large_bodies: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # The few paths that take large uploads (CSV imports), with their own limits.
+        self.large_bodies = dict(large_bodies or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,6 +54,7 @@ class RequestContextMiddleware:
         status = 500
         response_started = False
         path: str = scope["path"]
+        max_body_bytes = self.large_bodies.get(path, self.max_body_bytes)
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, response_started
@@ -60,7 +66,11 @@ class RequestContextMiddleware:
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"no-referrer"),
                 ]
-                if not path.startswith(_DOCS_PATHS):
+                # A response that sets its own policy (the admin pages, the framed issue preview) keeps it.
+                own_policy = any(
+                    name.lower() == b"content-security-policy" for name, _ in message.get("headers", [])
+                )
+                if not own_policy and not path.startswith(_DOCS_PATHS):
                     extra += [
                         (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
                         (b"x-frame-options", b"DENY"),
@@ -71,10 +81,10 @@ class RequestContextMiddleware:
         body_state = {"done": False}
         try:
             declared = headers.get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
                 body_state["declared_too_large"] = True
                 raise BodyTooLarge
-            await self.app(scope, self._limited(receive, body_state), send_with_headers)
+            await self.app(scope, self._limited(receive, body_state, max_body_bytes), send_with_headers)
         except BodyTooLarge:
             if response_started:
                 raise
@@ -90,14 +100,15 @@ class RequestContextMiddleware:
             log.info(
                 "request",
                 method=scope["method"],
-                path=path,
+                # An unsubscribe link's path is its secret token: such a path is logged as its route.
+                path=route if "{token}" in route else path,
                 route=route,
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id")
 
-    def _limited(self, receive: Receive, state: dict[str, bool]) -> Receive:
+    def _limited(self, receive: Receive, state: dict[str, bool], max_body_bytes: int) -> Receive:
         received = 0
 
         async def limited_receive() -> Message:
@@ -106,7 +117,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 state["done"] = not message.get("more_body", False)
-                if received > self.max_body_bytes:
+                if received > max_body_bytes:
                     raise BodyTooLarge
             return message
 

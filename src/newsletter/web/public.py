@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 from urllib.parse import parse_qsl
@@ -15,7 +16,7 @@ from starlette.datastructures import UploadFile
 from newsletter.config import Settings
 from newsletter.domain.subscriber import InvalidInput, ListSlug, SubscriberEmail, SubscriberName
 from newsletter.domain.tokens import UnsubscribeToken
-from newsletter.services import subscriptions, unsubscribe
+from newsletter.services import ratelimit, subscriptions, unsubscribe
 from newsletter.services.ratelimit import RateLimited
 from newsletter.services.subscriptions import Confirmation, Evidence, SignupLimits, SubscriptionRequest
 from newsletter.templating import environment
@@ -231,28 +232,75 @@ def _too_many(is_form: bool, retry_after: int) -> Response:
     return problem(429, "Too many requests", f"Please try again in {retry_after} seconds.", headers=headers)
 
 
-@router.get("/subscriptions/confirm", response_class=HTMLResponse, summary="The confirmation page")
-async def confirmation_page(request: Request, token: str = "") -> HTMLResponse:
+_GUESSING: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Too many wrong tokens from this network address; see Retry-After"}
+}
+
+
+def _guess_limits(request: Request) -> list[ratelimit.Limit]:
+    """Wrong confirmation and unsubscribe tokens, counted per network address."""
+    if request.client is None:
+        return []
+    settings = _settings(request)
+    key = f"token-guess:ip:{request.client.host}"
+    return [ratelimit.Limit(key, settings.token_guess_limit, settings.token_guess_window_seconds)]
+
+
+async def _guessing_refused(request: Request) -> Response | None:
+    """A 429 page for an address that presented too many wrong tokens lately; checked before the token is,
+    so that a right guess is then answered exactly as a wrong one."""
+    try:
+        await ratelimit.refuse_if_exceeded(_pool(request), _guess_limits(request))
+    except RateLimited as limited:
+        return _too_many(True, limited.retry_after)
+    return None
+
+
+async def _wrong_token(request: Request) -> HTMLResponse:
+    """The 404 page for a token that names nothing, counted against the address that sent it."""
+    with contextlib.suppress(RateLimited):  # this answer stays 404; the next request is refused
+        await ratelimit.hit(_pool(request), _guess_limits(request))
+    return page("not_found", 404)
+
+
+@router.get(
+    "/subscriptions/confirm",
+    response_class=HTMLResponse,
+    summary="The confirmation page",
+    responses=_GUESSING,
+)
+async def confirmation_page(request: Request, token: str = "") -> Response:
+    if refused := await _guessing_refused(request):
+        return refused
     result = await subscriptions.inspect_token(_pool(request), token)
+    if result.outcome is Confirmation.UNKNOWN:
+        return await _wrong_token(request)
     return _confirmation_response(result, token, pending_page="confirm")
 
 
-@router.post("/subscriptions/confirm", response_class=HTMLResponse, summary="Confirm a subscription")
+@router.post(
+    "/subscriptions/confirm",
+    response_class=HTMLResponse,
+    summary="Confirm a subscription",
+    responses=_GUESSING,
+)
 async def confirm(request: Request) -> Response:
+    if refused := await _guessing_refused(request):
+        return refused
     try:
         fields = await read_fields(request, ("token",))
     except (BadRequest, FieldErrors):
-        return page("not_found", 404)
+        return await _wrong_token(request)
     token = fields.get("token", "")
     result = await subscriptions.confirm(_pool(request), token, _evidence(request, "form"))
+    if result.outcome is Confirmation.UNKNOWN:
+        return await _wrong_token(request)
     return _confirmation_response(result, token, pending_page="confirmed")
 
 
 def _confirmation_response(
     result: subscriptions.ConfirmationResult, token: str, *, pending_page: str
 ) -> HTMLResponse:
-    if result.outcome is Confirmation.UNKNOWN:
-        return page("not_found", 404)
     if result.outcome is Confirmation.EXPIRED:
         return page("confirm_expired", 410, token=token, list_name=result.list_name)
     if result.outcome is Confirmation.ALREADY_CONFIRMED:
@@ -284,11 +332,17 @@ def _unsubscribe_token(request: Request, raw: str) -> UnsubscribeToken | None:
     return UnsubscribeToken.verify(key, raw)
 
 
-@router.get("/unsubscribe/{token}", response_class=HTMLResponse, summary="The unsubscribe page")
-async def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
+@router.get(
+    "/unsubscribe/{token}", response_class=HTMLResponse, summary="The unsubscribe page", responses=_GUESSING
+)
+async def unsubscribe_page(request: Request, token: str) -> Response:
     """Shows the buttons and the person's lists; changes nothing (link scanners fetch every GET)."""
+    if refused := await _guessing_refused(request):
+        return refused
     parsed = _unsubscribe_token(request, token)
-    found = await unsubscribe.preferences(_pool(request), parsed) if parsed else None
+    if parsed is None:
+        return await _wrong_token(request)
+    found = await unsubscribe.preferences(_pool(request), parsed)
     if found is None:
         return page("not_found", 404)
     return page("unsubscribe", token=token, preferences=found, done=False)
@@ -298,13 +352,16 @@ async def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
     "/unsubscribe/{token}",
     response_class=HTMLResponse,
     summary="Unsubscribe (RFC 8058 one-click: body List-Unsubscribe=One-Click)",
+    responses=_GUESSING,
 )
-async def unsubscribe_now(request: Request, token: str) -> HTMLResponse:
+async def unsubscribe_now(request: Request, token: str) -> Response:
     """One-click clients send `List-Unsubscribe=One-Click` with no cookie; the page's own form may send
     `scope=all`. Whatever the body, a POST with a valid token unsubscribes, and never redirects."""
+    if refused := await _guessing_refused(request):
+        return refused
     parsed = _unsubscribe_token(request, token)
     if parsed is None:
-        return page("not_found", 404)
+        return await _wrong_token(request)
     try:
         fields = await read_fields(request, ("scope",))
     except (BadRequest, FieldErrors):

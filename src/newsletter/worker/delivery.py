@@ -19,9 +19,8 @@ from urllib.parse import urlencode
 
 import asyncpg
 import structlog
-from markupsafe import Markup
 
-from newsletter import telemetry
+from newsletter import telemetry, tracing
 from newsletter.config import Settings
 from newsletter.db.queries import query
 from newsletter.domain.tokens import Token, UnsubscribeToken
@@ -37,8 +36,8 @@ log = structlog.get_logger(__name__)
 
 # PostgreSQL errors and lost connections both mean "the database is not answering right now".
 DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-LIST_ID = "NLPHxLISTIDx"
-UNSUBSCRIBE_URL = "NLPHxUNSUBSCRIBEx"
+LIST_ID = emails.LIST_ID
+UNSUBSCRIBE_URL = emails.UNSUBSCRIBE_URL
 
 
 @dataclass(slots=True)
@@ -143,14 +142,15 @@ class DeliveryWorker:
         rows = await self.pool.fetch(query("claim_deliveries"), limit, self.settings.lease_seconds)
         if not rows:
             return 0
-        batch = await self._prepare(rows)
-        if batch.emails:
-            started = time.monotonic()
-            results = await self.transport.send_batch(batch.emails)
-            telemetry.SEND_LATENCY.observe(time.monotonic() - started)
-            for email, result in zip(batch.emails, results, strict=True):
-                batch.outcomes.append(self._settle(batch.claimed[email.delivery_id], result))
-        await self._record(batch.outcomes)
+        with tracing.continued("deliver", ((row["traceparent"], row["kind"]) for row in rows)):
+            batch = await self._prepare(rows)
+            if batch.emails:
+                started = time.monotonic()
+                results = await self.transport.send_batch(batch.emails)
+                telemetry.SEND_LATENCY.observe(time.monotonic() - started)
+                for email, result in zip(batch.emails, results, strict=True):
+                    batch.outcomes.append(self._settle(batch.claimed[email.delivery_id], result))
+            await self._record(batch.outcomes)
         return len(rows)
 
     async def drain(self) -> int:
@@ -265,25 +265,14 @@ class DeliveryWorker:
                 self._issues[issue["id"]] = IssueTemplate(issue["updated_at"], self._render_issue(issue))
 
     def _render_issue(self, issue: asyncpg.Record) -> emails.MessageTemplate:
-        rendered = emails.render(
-            "newsletter",
-            subject=issue["subject"],
-            # Written by an admin: rendered from Markdown (raw HTML disabled) or given as HTML on purpose.
-            content=Markup(issue["html"]),  # noqa: S704
-            text_content=issue["text_body"],
-            unsubscribe_url=UNSUBSCRIBE_URL,
+        return emails.newsletter_template(
+            issue["subject"], issue["html"], issue["text_body"], sender=self._sender
         )
-        headers = {
-            "List-Id": LIST_ID,
-            "List-Unsubscribe": f"<{UNSUBSCRIBE_URL}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        }
-        return emails.MessageTemplate.build(rendered, sender=self._sender, headers=headers)
 
     def _newsletter_email(self, row: asyncpg.Record) -> OutgoingEmail:
         template = self._issues[row["issue_id"]].template
         if row["list_slug"]:
-            list_id = f"{row['list_name']} <{row['list_slug']}.{self._domain}>"
+            list_id = emails.list_id(row["list_name"], f"{row['list_slug']}.{self._domain}")
             token = UnsubscribeToken(row["subscriber_id"], row["list_id"]).sign(self._secret_key)
         else:  # a test copy: nobody to unsubscribe
             list_id, token = f"Test <test.{self._domain}>", "test-copy"

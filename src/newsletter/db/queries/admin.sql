@@ -58,7 +58,7 @@ RETURNING id;
 SELECT id FROM subscribers WHERE lower(email) = lower($1);
 
 -- name: subscriptions_add
--- $1 subscriber, $2 list ids, $3 status ('confirmed' or 'pending'), $4 source, $5 request id.
+-- $1 subscriber, $2 list ids, $3 status ('confirmed' or 'pending'), $4 source, $5 request id, $6 traceparent.
 WITH added AS (
     INSERT INTO subscriptions (subscriber_id, list_id, status, confirmed_at, source)
     SELECT $1, list_id, $3, CASE WHEN $3 = 'confirmed' THEN now() END, $4
@@ -66,8 +66,8 @@ WITH added AS (
     ON CONFLICT (subscriber_id, list_id) DO NOTHING
     RETURNING subscriber_id, list_id, status
 ), queued AS (
-    INSERT INTO deliveries (kind, subscriber_id, list_id, recipient, request_id)
-    SELECT 'confirmation', added.subscriber_id, added.list_id, subscribers.email, $5
+    INSERT INTO deliveries (kind, subscriber_id, list_id, recipient, request_id, traceparent)
+    SELECT 'confirmation', added.subscriber_id, added.list_id, subscribers.email, $5, $6
     FROM added JOIN subscribers ON subscribers.id = added.subscriber_id
     WHERE added.status = 'pending'
       AND NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower(subscribers.email)

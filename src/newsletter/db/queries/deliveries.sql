@@ -44,6 +44,7 @@ FROM picked
 WHERE d.id = picked.id
 RETURNING d.id, d.kind, d.issue_id, d.subscriber_id, d.list_id, d.recipient, d.attempts,
           coalesce(d.request_id, (SELECT request_id FROM issues WHERE issues.id = d.issue_id)) AS request_id,
+          coalesce(d.traceparent, (SELECT traceparent FROM issues WHERE issues.id = d.issue_id)) AS traceparent,
           extract(epoch FROM now() - d.created_at)::float8 AS age_seconds,
           (SELECT name FROM lists WHERE lists.id = d.list_id) AS list_name,
           (SELECT slug FROM lists WHERE lists.id = d.list_id) AS list_slug,

@@ -27,15 +27,19 @@ WHERE id = $1 AND status = 'draft'
 RETURNING id;
 
 -- name: issue_set_lists
--- Replaces the target lists; returns the slugs that exist so the caller can tell unknown ones.
-WITH cleared AS (
-    DELETE FROM issue_lists WHERE issue_id = $1
+-- Replaces the target lists; returns the slugs that exist so the caller can tell unknown ones. The statement's
+-- parts share one snapshot, so the insert cannot see what the delete removes: the delete keeps the lists that
+-- stay, and the insert skips them.
+WITH wanted AS (
+    SELECT id, slug FROM lists WHERE slug = ANY($2::text[])
+), cleared AS (
+    DELETE FROM issue_lists WHERE issue_id = $1 AND list_id NOT IN (SELECT id FROM wanted)
 ), added AS (
     INSERT INTO issue_lists (issue_id, list_id)
-    SELECT $1, id FROM lists WHERE slug = ANY($2::text[])
-    RETURNING list_id
+    SELECT $1, id FROM wanted
+    ON CONFLICT DO NOTHING
 )
-SELECT lists.slug FROM added JOIN lists ON lists.id = added.list_id;
+SELECT slug FROM wanted;
 
 -- name: issue_lock
 SELECT id, status, send_at FROM issues WHERE id = $1 FOR UPDATE;
@@ -75,8 +79,8 @@ SELECT nextval(pg_get_serial_sequence('deliveries', 'id')) AS floor,
 
 -- name: issue_started
 -- After the fan-out, in its transaction: $2 deliveries created with ids in ($3, currval] (currval is the last id
--- this session drew, the fan-out's highest), the counters set, the request id $4 kept for the deliveries'
--- log lines, sleeping workers woken.
+-- this session drew, the fan-out's highest), the counters set, the request id $4 and trace context $5 kept
+-- for the deliveries, sleeping workers woken.
 WITH started AS (
     UPDATE issues
     SET status = CASE WHEN $2 = 0 THEN 'sent' ELSE 'sending' END,
@@ -88,6 +92,7 @@ WITH started AS (
         last_delivery_id = currval(pg_get_serial_sequence('deliveries', 'id')),
         claimed_through = $3,
         request_id = $4,
+        traceparent = $5,
         updated_at = now()
     WHERE id = $1
     RETURNING 1
@@ -174,8 +179,8 @@ SELECT (SELECT count(*) FROM retried) AS retried, pg_notify('newsletter_deliveri
 -- name: issue_test_send
 -- Test copies to given addresses: ledger rows of kind 'test', outside the issue's counts.
 WITH created AS (
-    INSERT INTO deliveries (kind, issue_id, recipient, request_id)
-    SELECT 'test', $1, address, $3 FROM unnest($2::text[]) AS address
+    INSERT INTO deliveries (kind, issue_id, recipient, request_id, traceparent)
+    SELECT 'test', $1, address, $3, $4 FROM unnest($2::text[]) AS address
     RETURNING id
 )
 SELECT count(*) AS queued, pg_notify('newsletter_deliveries', '') FROM created;

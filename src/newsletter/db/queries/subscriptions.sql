@@ -2,7 +2,7 @@
 -- One statement, so one transaction: the subscriber, the subscription and, when the subscription is pending,
 -- its confirmation email's delivery row are written together or not at all. Nothing is written for an unknown
 -- list. (The sign-up limits are counted just before, in a statement of their own: see hit_rate_limits.)
--- $1 email, $2 name, $3 list slug, $4 source, $5 ip, $6 user agent, $7 request id.
+-- $1 email, $2 name, $3 list slug, $4 source, $5 ip, $6 user agent, $7 request id, $8 traceparent.
 WITH list AS (
     SELECT id, optin FROM lists WHERE slug = $3
 ), subscriber AS (
@@ -34,8 +34,8 @@ WITH list AS (
         updated_at = now()
     RETURNING subscriber_id, list_id, status
 ), delivery AS (
-    INSERT INTO deliveries (kind, subscriber_id, list_id, recipient, request_id)
-    SELECT 'confirmation', subscription.subscriber_id, subscription.list_id, $1, $7
+    INSERT INTO deliveries (kind, subscriber_id, list_id, recipient, request_id, traceparent)
+    SELECT 'confirmation', subscription.subscriber_id, subscription.list_id, $1, $7, $8
     FROM subscription, subscriber
     WHERE subscription.status = 'pending'
       AND subscriber.status = 'active'
@@ -98,8 +98,8 @@ WITH target AS (
       AND NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower(subscribers.email)
                                                     AND suppressions.reason <> 'unsubscribe_all')
 ), delivery AS (
-    INSERT INTO deliveries (kind, subscriber_id, list_id, recipient, request_id)
-    SELECT 'confirmation', subscriber_id, list_id, email, $2 FROM target
+    INSERT INTO deliveries (kind, subscriber_id, list_id, recipient, request_id, traceparent)
+    SELECT 'confirmation', subscriber_id, list_id, email, $2, $3 FROM target
     RETURNING id
 ), wake AS (
     SELECT pg_notify('newsletter_deliveries', '') FROM delivery
@@ -109,6 +109,15 @@ SELECT (SELECT count(*) FROM delivery) AS emails_queued, (SELECT count(*) FROM w
 
 -- name: hit_rate_limits
 SELECT key, hits, wait_seconds AS retry_after FROM hit_rate_limits($1::text[], $2::integer[]);
+
+-- name: exceeded_rate_limits
+-- The counters among $1 that have reached their limit ($2) in their current window; counts nothing.
+SELECT extract(epoch FROM counter.window_start + make_interval(secs => counter.window_seconds) - now())::float8
+       AS retry_after
+FROM rate_limits AS counter
+JOIN unnest($1::text[], $2::integer[]) AS wanted(key, max_hits) ON wanted.key = counter.key
+WHERE counter.hits >= wanted.max_hits
+  AND counter.window_start + make_interval(secs => counter.window_seconds) > now();
 
 -- name: purge_rate_limits
 DELETE FROM rate_limits WHERE window_start + make_interval(secs => window_seconds) < now();

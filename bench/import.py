@@ -1,0 +1,245 @@
+"""CSV import throughput.
+
+    python bench/import.py [--rows 1000000] [--keep-csv PATH]
+
+Generates a CSV of N people (realistic addresses over common and company domains, names with accents,
+some attributes, and a few bad rows: invalid addresses, duplicates, wrong field counts, bad JSON), then in
+the same run:
+
+1. Baseline: a bare `COPY` of the same file into an unindexed table with the same columns, all text, by
+   PostgreSQL's own CSV parser (no validation, no normalization, no merge): the physical limit.
+2. The service: `import_csv` (the code path of `newsletter import` and the API) into a fresh migrated
+   database, into the `default` list; rows per second counting every data row of the file, and the report.
+3. The same file again into the same database (every row now names an existing subscriber).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import csv
+import io
+import pstats
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import create_database, drop_database
+from newsletter.services.imports import ImportReport, import_csv
+
+FIRST = [
+    "Ada",
+    "Grace",
+    "Alan",
+    "Barbara",
+    "Edsger",
+    "Frances",
+    "Guido",
+    "Hedy",
+    "Ken",
+    "Linus",
+    "Margaret",
+    "Niklaus",
+    "Radia",
+    "Tim",
+    "Donald",
+    "Katherine",
+    "José",
+    "Zoë",
+    "Søren",
+    "Łukasz",
+    "Amélie",
+    "Chloé",
+    "Mohammed",
+    "Wei",
+    "Priya",
+    "Olusegun",
+    "Yuki",
+    "Mateo",
+    "Sofía",
+    "Ingrid",
+]
+LAST = [
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Liskov",
+    "Dijkstra",
+    "Allen",
+    "van Rossum",
+    "Lamarr",
+    "Thompson",
+    "Torvalds",
+    "Hamilton",
+    "Wirth",
+    "Perlman",
+    "Berners-Lee",
+    "Knuth",
+    "Johnson",
+    "Müller",
+    "García",
+    "O'Brien",
+    "Nguyen",
+    "Kowalski",
+    "Sørensen",
+    "Smith",
+    "Chen",
+    "Patel",
+    "Okafor",
+    "Tanaka",
+    "Rossi",
+]
+COMMON_DOMAINS = [
+    "gmail.com",
+    "yahoo.com",
+    "outlook.com",
+    "hotmail.com",
+    "icloud.com",
+    "gmx.de",
+    "web.de",
+    "proton.me",
+    "orange.fr",
+    "yahoo.co.uk",
+    "mail.ru",
+    "qq.com",
+    "aol.com",
+    "fastmail.com",
+]
+PLANS = ['{"plan": "free"}', '{"plan": "pro", "seats": 3}', '{"source": "mailchimp", "tags": ["a", "b"]}']
+
+
+def generate(path: Path, bare_path: Path, rows: int, seed: int = 42) -> int:
+    """Writes the CSV, and the same without its rows of the wrong width (which a bare COPY refuses) for the
+    baseline; returns how many rows are bad on purpose."""
+    rng = random.Random(seed)
+    companies = [
+        f"{rng.choice(LAST).lower().replace(' ', '').replace(chr(39), '')}-{n}.example.com"
+        for n in range(5000)
+    ]
+    bad = 0
+    with (
+        path.open("w", newline="", encoding="utf-8") as file,
+        bare_path.open("w", newline="", encoding="utf-8") as bare_file,
+    ):
+        writer, bare_writer = csv.writer(file), csv.writer(bare_file)
+        writer.writerow(["email", "name", "attributes"])
+        bare_writer.writerow(["email", "name", "attributes"])
+        for n in range(rows):
+            first, last = rng.choice(FIRST), rng.choice(LAST)
+            domain = rng.choice(COMMON_DOMAINS) if rng.random() < 0.7 else rng.choice(companies)
+            local = f"{first}.{last}".lower().replace(" ", "").replace("'", "")
+            if not local.isascii():
+                local = "".join(char for char in local if char.isascii()) or "someone"
+            email = f"{local}{n}@{domain}"
+            if rng.random() < 0.3:
+                email = email.capitalize()
+            attributes = rng.choice(PLANS) if rng.random() < 0.2 else ""
+            row = [email, f"{first} {last}", attributes]
+            roll = rng.random()
+            if roll < 0.0005:
+                row[0] = f"{local}{n}.at.{domain}"  # no @-sign
+                bad += 1
+            elif roll < 0.001 and n > 0:
+                row[0] = f"{local}{n - 1}@{domain}".upper()  # most likely a duplicate of the row before
+            elif roll < 0.0012:
+                row = row[:2]  # a field missing
+                bad += 1
+            elif roll < 0.0014:
+                row[2] = "{plan: free}"  # not JSON
+                bad += 1
+            writer.writerow(row)
+            if len(row) == 3:
+                bare_writer.writerow(row)
+    return bad
+
+
+async def baseline(url: str, path: Path) -> float:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CREATE UNLOGGED TABLE bare_import (email text, name text, attributes text)")
+        began = time.perf_counter()
+        await conn.copy_to_table("bare_import", source=str(path), format="csv", header=True)
+        return time.perf_counter() - began
+    finally:
+        await conn.close()
+
+
+async def service(url: str, path: Path, profile: bool) -> tuple[float, ImportReport]:
+    conn = await asyncpg.connect(url)
+    profiler = cProfile.Profile() if profile else None
+    try:
+        with path.open("rb") as source:
+            began = time.perf_counter()
+            if profiler:
+                profiler.enable()
+            report = await import_csv(conn, source, list_slug="default")
+            if profiler:
+                profiler.disable()
+            elapsed = time.perf_counter() - began
+        if profiler:
+            output = io.StringIO()
+            pstats.Stats(profiler, stream=output).sort_stats("cumulative").print_stats(25)
+            print(output.getvalue())
+        return elapsed, report
+    finally:
+        await conn.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--keep-csv", type=Path, help="Write the generated CSV here and keep it.")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the first import (main thread only)."
+    )
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = args.keep_csv or Path(scratch) / "people.csv"
+        began = time.perf_counter()
+        bare_path = Path(scratch) / "bare.csv"
+        bad = generate(path, bare_path, args.rows)
+        size_mb = path.stat().st_size / 1e6
+        print(f"generated {args.rows:,} rows ({size_mb:.0f} MB, {bad} bad on purpose) "
+              f"in {time.perf_counter() - began:.1f} s")  # fmt: skip
+
+        bare_url = await create_database("bench_import_bare")
+        try:
+            bare = await baseline(bare_url, bare_path)
+        finally:
+            await drop_database(bare_url)
+        url = await create_database("bench_import")
+        try:
+            first, report = await service(url, path, args.profile)
+            again, second = await service(url, path, False)
+            conn = await asyncpg.connect(url)
+            try:
+                stored = await conn.fetchval("SELECT count(*) FROM subscribers")
+            finally:
+                await conn.close()
+        finally:
+            await drop_database(url)
+
+    rows = args.rows
+    print(f"baseline (bare COPY, unindexed): {rows / bare:>10,.0f} rows/s  ({bare:.2f} s)")
+    print(f"import, fresh database:          {rows / first:>10,.0f} rows/s  ({first:.2f} s)  "
+          f"{first / bare:.1f}x the baseline's time")  # fmt: skip
+    print(f"import, same file again:         {rows / again:>10,.0f} rows/s  ({again:.2f} s)")
+    for name, result in (("first", report), ("again", second)):
+        print(f"  {name}: inserted {result.inserted:,}, updated {result.updated:,}, "
+              f"subscribed {result.subscribed:,}, rejected {result.rejected_total:,}")  # fmt: skip
+    print(f"  subscribers stored: {stored:,}")
+    print("goal: at least 100,000 rows/s")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,405 @@
+"""CSV import and export of subscribers, set-based.
+
+Import: rows are parsed and validated in Python (in a thread, so the event loop keeps serving and the parsing
+of one chunk overlaps the COPY of the previous one), copied into a temporary staging table, then merged by a
+few set-based statements in one transaction. Export: PostgreSQL's own `COPY ... TO STDOUT`, streamed in
+chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import re
+import unicodedata
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any, BinaryIO
+
+import asyncpg
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+from email_validator.syntax import validate_email_domain_name
+
+from newsletter.db.queries import query
+from newsletter.domain.subscriber import (
+    MAX_EMAIL_LENGTH,
+    MAX_NAME_LENGTH,
+    InvalidInput,
+    ListSlug,
+    SubscriberEmail,
+    SubscriberName,
+)
+from newsletter.services.errors import Invalid, NotFound
+
+# Rows parsed and copied at a time: memory stays flat whatever the size of the file.
+CHUNK_ROWS = 20_000
+# The report names this many rejected rows at most (the first ones); all of them are counted.
+MAX_REJECTED_LISTED = 10_000
+MAX_ATTRIBUTES_BYTES = 16_384
+# A rejected field is shown back cut to this many characters.
+SHOWN_LENGTH = 320
+COLUMNS = ("email", "name", "attributes")
+EXPORT_STATUSES = ("active", "blocklisted", "pending", "confirmed", "unsubscribed")
+EXPORT_HEADER = (
+    b"email,name,attributes,subscriber_status,list,status,subscribed_at,confirmed_at,unsubscribed_at\n"
+)
+# The merge statements run over the whole staging table; the pool's per-statement timeout suits requests.
+MERGE_TIMEOUT_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class Rejected:
+    line: int
+    email: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did. `inserted` + `updated` + `rejected_total` is the number of data rows in the file.
+
+    inserted: new subscribers. updated: subscribers who existed already (name and attributes applied where the
+    file gives them). subscribed: subscriptions to the list created or confirmed by the import. rejected: the
+    first MAX_REJECTED_LISTED rows left out, each with its reason; rejected_total counts them all.
+    """
+
+    inserted: int
+    updated: int
+    subscribed: int
+    rejected: list[Rejected]
+    rejected_total: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if self.rejected_total < len(self.rejected):
+            object.__setattr__(self, "rejected_total", len(self.rejected))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# The local part email-validator accepts as it is (RFC 5322 dot-atom, ASCII): rfc_constants.DOT_ATOM_TEXT.
+_DOT_ATOM = re.compile(r"[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+)*\Z")
+_CASE_INSENSITIVE = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
+@lru_cache(maxsize=65_536)
+def _domain(domain: str) -> tuple[str, int] | None:
+    """The domain as SubscriberEmail.parse normalizes it, and the longest local part it leaves room for; None
+    when the parser refuses the domain."""
+    try:
+        normalized = SubscriberEmail.parse("x@" + domain).value[2:]
+    except InvalidInput:
+        return None
+    # The parser checks the length of the address as given, as normalized and with an IDNA (ASCII) domain.
+    ascii_domain = validate_email_domain_name(domain)["ascii_domain"]
+    longest = max(len(domain.encode()), len(normalized.encode()), len(ascii_domain))
+    return normalized, MAX_EMAIL_LENGTH - 1 - longest
+
+
+def normalize_email(raw: str) -> str:
+    """Exactly `SubscriberEmail.parse(raw).value`, many times faster for the usual addresses.
+
+    The fast path answers only for one @-sign and a dot-atom ASCII local part, which email-validator keeps as
+    it is (lowercasing only the RFC 2142 role names), and a domain that the full parser accepts: domains are
+    few, so each is parsed once and cached. Anything else takes the full parser, which also words every error.
+    tests/unit/test_imports.py checks the equivalence with hypothesis.
+    """
+    candidate = raw.strip()
+    if candidate.count("@") == 1:
+        local, _, domain = candidate.partition("@")
+        if _DOT_ATOM.match(local):
+            known = _domain(domain)
+            if known is not None and len(local) <= known[1]:
+                if local.lower() in _CASE_INSENSITIVE:
+                    local = local.lower()
+                return f"{local}@{known[0]}"
+    return SubscriberEmail.parse(raw).value
+
+
+def normalize_name(raw: str) -> str:
+    """Exactly `SubscriberName.parse(raw).value`: a printable string holds no character of the categories that
+    SubscriberName refuses (str.isprintable is false for every 'Other' and every separator but the space), so
+    only the others take the full check."""
+    candidate = unicodedata.normalize("NFC", raw.strip())
+    if len(candidate) <= MAX_NAME_LENGTH and candidate.isprintable():
+        return candidate
+    return SubscriberName.parse(raw).value
+
+
+def _attributes(raw: str) -> str:
+    """The attributes as compact JSON text that PostgreSQL's jsonb accepts, or InvalidInput."""
+    if len(raw) > 4 * MAX_ATTRIBUTES_BYTES:
+        raise InvalidInput(f"attributes: larger than {MAX_ATTRIBUTES_BYTES // 1024} KB")
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise InvalidInput(f"attributes: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise InvalidInput('attributes: must be a JSON object, e.g. {"city": "Paris"}')
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text.encode("utf-8")
+    except ValueError:
+        # NaN and Infinity (also what a number too large for a double becomes), or an unpaired surrogate
+        # escape such as \ud800: not JSON that PostgreSQL stores.
+        raise InvalidInput(
+            "attributes: holds a value that is not valid JSON (NaN, Infinity, \\ud800...)"
+        ) from None
+    if len(text) > MAX_ATTRIBUTES_BYTES:
+        raise InvalidInput(f"attributes: larger than {MAX_ATTRIBUTES_BYTES // 1024} KB")
+    if "\\u0000" in text and _holds_nul(value):
+        raise InvalidInput("attributes: holds a NUL character (\\u0000)")
+    return text
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
+def _shown(raw: str) -> str:
+    """A raw field as it may be shown back in a report or on a terminal: valid text, printable, not huge."""
+    text = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")[:SHOWN_LENGTH]
+    return text if text.isprintable() else "".join(char if char.isprintable() else "?" for char in text)
+
+
+class _Counting(io.RawIOBase):
+    """The source as a raw stream that reports how many bytes were read so far."""
+
+    def __init__(self, source: BinaryIO, progress: Callable[[int], None] | None) -> None:
+        self._source = source
+        self._progress = progress
+        self._read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        size = len(data)
+        buffer[:size] = data
+        self._read += size
+        if self._progress is not None and size:
+            self._progress(self._read)
+        return size
+
+
+Staged = tuple[int, str, str | None, str | None]
+
+
+class RowParser:
+    """Reads the CSV and yields valid rows in chunks, collecting the rejected ones with their reasons.
+
+    Each chunk is a list of (line, email, name or None, attributes JSON text or None); None means that the
+    file does not give the value, so an existing subscriber keeps theirs.
+    """
+
+    def __init__(self, source: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
+        # utf-8-sig drops a byte order mark; surrogateescape keeps undecodable bytes so that their row alone
+        # is rejected, not the file.
+        stream = io.BufferedReader(_Counting(source, progress), buffer_size=1 << 20)
+        self._text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        self._reader = csv.reader(self._text)
+        self.rejected: list[Rejected] = []
+        self.rejected_total = 0
+        self.rows = 0
+        self._last_line = 0
+        header = self._header()
+        self._width = len(header)
+        self._email = header.index("email")
+        self._name = header.index("name") if "name" in header else None
+        self._attributes = header.index("attributes") if "attributes" in header else None
+
+    def _header(self) -> list[str]:
+        try:
+            first = next(self._reader, None)
+        except csv.Error as error:
+            raise Invalid(f"the first line is not a CSV header: {error}") from None
+        self._last_line = self._reader.line_num
+        header = [column.strip().lower() for column in first or []]
+        if "email" not in header:
+            found = ", ".join(_shown(column) for column in header if column) or "nothing"
+            raise Invalid(f"the file has no 'email' column in its first line (found: {found})")
+        for column in COLUMNS:
+            if header.count(column) > 1:
+                raise Invalid(f"the file has more than one {column!r} column")
+        return header
+
+    def _reject(self, line: int, email: str, reason: str) -> None:
+        self.rejected_total += 1
+        if len(self.rejected) < MAX_REJECTED_LISTED:
+            self.rejected.append(Rejected(line, _shown(email), reason))
+
+    def chunks(self) -> Iterator[list[Staged]]:
+        while chunk := self.next_chunk():
+            yield chunk
+
+    def next_chunk(self, size: int = CHUNK_ROWS) -> list[Staged]:
+        """Up to `size` valid rows; an empty list at the end of the file."""
+        chunk: list[Staged] = []
+        reader = self._reader
+        width, email_at, name_at, attributes_at = self._width, self._email, self._name, self._attributes
+        while len(chunk) < size:
+            line = self._last_line + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:
+                self._last_line = reader.line_num
+                self._reject(line, "", f"malformed CSV: {error}")
+                continue
+            self._last_line = reader.line_num
+            if not row:
+                continue  # a blank line
+            self.rows += 1
+            if len(row) != width:
+                raw = row[email_at] if email_at < len(row) else ""
+                self._reject(line, raw, f"expected {width} fields as in the header, found {len(row)}")
+                continue
+            raw_email = row[email_at]
+            joined = "".join(row)
+            if not joined.isascii():
+                try:
+                    joined.encode("utf-8")
+                except UnicodeEncodeError:
+                    self._reject(line, raw_email, "not valid UTF-8")
+                    continue
+            try:
+                if not raw_email.strip():
+                    raise InvalidInput("email: missing")
+                try:
+                    email = normalize_email(raw_email)
+                except InvalidInput as error:
+                    raise InvalidInput(f"email: {error}") from None
+                name = None
+                if name_at is not None and row[name_at]:
+                    try:
+                        name = normalize_name(row[name_at]) or None
+                    except InvalidInput as error:
+                        raise InvalidInput(f"name: {error}") from None
+                attributes = None
+                if attributes_at is not None and row[attributes_at].strip():
+                    attributes = _attributes(row[attributes_at])
+            except InvalidInput as error:
+                self._reject(line, raw_email, str(error))
+                continue
+            chunk.append((line, email, name, attributes))
+        return chunk
+
+
+async def _list_id(conn: asyncpg.Connection, list_slug: str) -> int:
+    try:
+        slug = ListSlug.parse(list_slug).value
+    except InvalidInput:
+        slug = None
+    list_id: int | None = await conn.fetchval(query("import_list_id"), slug) if slug else None
+    if list_id is None:
+        raise NotFound(f"list {list_slug!r} does not exist")
+    return list_id
+
+
+async def import_csv(
+    conn: asyncpg.Connection,
+    source: BinaryIO,
+    *,
+    list_slug: str,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import subscribers from a CSV file into a list, as confirmed subscriptions (consent source 'import').
+
+    Raises NotFound for an unknown list and Invalid for a file without an email column (nothing written).
+    Runs in one transaction (a savepoint when the caller holds one): all or nothing.
+    """
+    list_id = await _list_id(conn, list_slug)
+    parser = await asyncio.to_thread(RowParser, source, progress)
+    async with conn.transaction():
+        await conn.execute(query("import_prepare"))
+        await conn.execute(query("import_staging"))
+        staged = 0
+        pending = asyncio.ensure_future(asyncio.to_thread(parser.next_chunk))
+        try:
+            while chunk := await pending:
+                pending = asyncio.ensure_future(asyncio.to_thread(parser.next_chunk))
+                staged += len(chunk)
+                await conn.copy_records_to_table(
+                    "import_rows",
+                    records=chunk,
+                    columns=["line", "email", "name", "attributes"],
+                    timeout=MERGE_TIMEOUT_SECONDS,
+                )
+        finally:
+            # A COPY that failed leaves the parser's thread running: let it finish before the source closes.
+            if not pending.done():
+                await asyncio.wait([pending])
+        await conn.execute(query("import_analyze"), timeout=MERGE_TIMEOUT_SECONDS)
+        left_out = [
+            *await conn.fetch(query("import_duplicates"), MAX_REJECTED_LISTED, timeout=MERGE_TIMEOUT_SECONDS),
+            *await conn.fetch(
+                query("import_refused"), list_id, MAX_REJECTED_LISTED, timeout=MERGE_TIMEOUT_SECONDS
+            ),
+        ]
+        merged = await conn.fetchrow(query("import_merge"), list_id, timeout=MERGE_TIMEOUT_SECONDS)
+    left_out_total = sum(row["total"] for row in {row["kind"]: row for row in left_out}.values())
+    rejected = sorted(
+        [*parser.rejected, *(Rejected(row["line"], _shown(row["email"]), row["reason"]) for row in left_out)],
+        key=lambda item: item.line,
+    )[:MAX_REJECTED_LISTED]
+    inserted = merged["inserted"]
+    return ImportReport(
+        inserted=inserted,
+        updated=staged - left_out_total - inserted,
+        subscribed=merged["subscribed"],
+        rejected=rejected,
+        rejected_total=parser.rejected_total + left_out_total,
+    )
+
+
+async def export_csv(
+    conn: asyncpg.Connection, *, list_slug: str | None = None, status: str | None = None
+) -> AsyncIterator[bytes]:
+    """The subscribers as CSV, a header line and then chunks as PostgreSQL sends them.
+
+    One row per subscription (a person in two lists appears twice); with `list_slug`, one per subscriber of
+    that list. `status` filters on the subscriber's (active, blocklisted) or the subscription's (pending,
+    confirmed, unsubscribed). The file imports back as it is: the import reads email, name and attributes.
+    Unknown list or status: NotFound or Invalid, raised before the header is yielded.
+    """
+    list_id = await _list_id(conn, list_slug) if list_slug is not None else None
+    if status is not None and status not in EXPORT_STATUSES:
+        raise Invalid(f"status: one of {', '.join(EXPORT_STATUSES)}")
+    yield EXPORT_HEADER
+    # A bounded queue between the COPY and the consumer: a slow reader slows the COPY down (backpressure).
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=16)
+    consumer_gone = False
+
+    async def put(data: bytes | bytearray) -> None:
+        await chunks.put(bytes(data))
+
+    async def copy() -> None:
+        try:
+            await conn.copy_from_query(
+                query("export_subscribers"), list_id, status, output=put, format="csv", timeout=None
+            )
+        finally:
+            if not consumer_gone:
+                await chunks.put(None)
+
+    copying = asyncio.ensure_future(copy())
+    try:
+        while (chunk := await chunks.get()) is not None:
+            yield chunk
+        await copying  # raises what the COPY raised
+    finally:
+        if not copying.done():
+            consumer_gone = True
+            copying.cancel()
+            await asyncio.wait([copying])

@@ -1,0 +1,151 @@
+"""Suppressions and bounces, the effective settings, and CSV import and export."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Annotated, cast
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from starlette.datastructures import UploadFile
+
+from newsletter.domain.subscriber import InvalidInput, SubscriberEmail, SubscriberName
+from newsletter.services import audience, overview, suppressions
+from newsletter.services.errors import Invalid, NotFound
+from newsletter.services.imports import EXPORT_STATUSES, export_csv, import_csv
+from newsletter.web.admin.core import Admin, SignedIn
+
+router = APIRouter()
+
+PAGE_SIZE = 50
+REASONS = ("hard_bounce", "complaint", "unsubscribe_all", "manual")
+
+
+@router.get("/admin/suppressions", response_class=HTMLResponse)
+async def suppressions_page(
+    admin: SignedIn,
+    q: Annotated[str, Query(max_length=200)] = "",
+    reason: str = "",
+    after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+) -> Response:
+    return await _suppressions(admin, q=q, reason=reason, after=after)
+
+
+async def _suppressions(
+    admin: Admin,
+    *,
+    q: str = "",
+    reason: str = "",
+    after: int | None = None,
+    status: int = 200,
+    error: str | None = None,
+    values: dict[str, str] | None = None,
+) -> Response:
+    reason = reason if reason in REASONS else ""
+    async with admin.pool.acquire() as conn:
+        rows = await suppressions.suppression_page(
+            conn, after=after, reason=reason or None, search=q.strip() or None, limit=PAGE_SIZE
+        )
+        events = await overview.recent_events(conn, before=None, limit=20)
+    return admin.render(
+        "suppressions",
+        status,
+        suppressions=rows,
+        events=events,
+        filters={"q": q, "reason": reason},
+        reasons=REASONS,
+        after=after,
+        next_after=rows[-1]["id"] if len(rows) == PAGE_SIZE else None,
+        error=error,
+        values=values or {},
+    )
+
+
+@router.post("/admin/suppressions", response_class=HTMLResponse)
+async def add_suppression(admin: SignedIn) -> Response:
+    form = await admin.form()
+    try:
+        email = SubscriberEmail.parse(form.get("email", ""))
+        detail = SubscriberName.parse(form.get("detail", "")).value[:1000]
+    except InvalidInput as error:
+        return await _suppressions(admin, status=422, error=str(error), values=form)
+    async with admin.pool.acquire() as conn, conn.transaction():
+        await suppressions.suppress(conn, email, "manual", detail)
+    return admin.redirect("/admin/suppressions", f"{email.value} is suppressed: nothing will be sent to it.")
+
+
+@router.post("/admin/suppressions/remove")
+async def remove_suppression(admin: SignedIn) -> Response:
+    email = (await admin.form()).get("email", "")
+    try:
+        async with admin.pool.acquire() as conn, conn.transaction():
+            await suppressions.lift(conn, email)
+    except NotFound:
+        return admin.redirect("/admin/suppressions", f"{email} is not suppressed.", error=True)
+    return admin.redirect("/admin/suppressions", f"{email} may be mailed again.")
+
+
+@router.get("/admin/settings", response_class=HTMLResponse)
+async def settings_page(admin: SignedIn) -> Response:
+    return admin.render("settings", settings=admin.settings.redacted())
+
+
+@router.get("/admin/import", response_class=HTMLResponse)
+async def import_page(admin: SignedIn) -> Response:
+    return await _import_page(admin)
+
+
+async def _import_page(
+    admin: Admin, *, status: int = 200, report: dict[str, object] | None = None, error: str | None = None
+) -> Response:
+    async with admin.pool.acquire() as conn:
+        lists = await audience.list_names(conn)
+    return admin.render("import", status, lists=lists, statuses=EXPORT_STATUSES, report=report, error=error)
+
+
+@router.post("/admin/import", response_class=HTMLResponse)
+async def import_upload(admin: SignedIn) -> Response:
+    form = await admin.request.form()
+    upload = form.get("file")
+    list_slug = form.get("list")
+    if not isinstance(upload, UploadFile) or not upload.filename or not isinstance(list_slug, str):
+        return await _import_page(admin, status=422, error="Choose a CSV file and a list.")
+    try:
+        async with admin.pool.acquire() as conn:
+            report = await import_csv(conn, upload.file, list_slug=list_slug)
+    except (NotFound, Invalid) as error:
+        return await _import_page(admin, status=422, error=str(error))
+    return await _import_page(admin, report={**report.as_dict(), "file": upload.filename, "list": list_slug})
+
+
+@router.get("/admin/export")
+async def export(admin: SignedIn, list: str = "", status: str = "") -> Response:
+    connection = admin.pool.acquire()
+    conn = await connection.__aenter__()
+    try:
+        chunks = cast(
+            AsyncGenerator[bytes, None], export_csv(conn, list_slug=list or None, status=status or None)
+        )
+        header = await anext(chunks)
+    except (NotFound, Invalid) as error:
+        await connection.__aexit__(None, None, None)
+        return admin.redirect("/admin/import", str(error), error=True)
+    except BaseException:
+        await connection.__aexit__(None, None, None)
+        raise
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield header
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()
+            await connection.__aexit__(None, None, None)
+
+    name = f"subscribers-{list or 'all'}{'-' + status if status else ''}.csv"
+    return StreamingResponse(
+        stream(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+    )

@@ -1,0 +1,146 @@
+"""Bulk transfer over the admin API: subscribers imported from and exported to CSV.
+
+Included before the subscribers routes of api.py, whose `/subscribers/{subscriber_id}` would otherwise take
+`/subscribers/export` for an id.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, BinaryIO, Literal, cast
+
+import asyncpg
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.datastructures import UploadFile
+from starlette.types import Receive, Scope, Send
+
+from newsletter.domain.subscriber import InvalidInput, ListSlug
+from newsletter.services import imports
+from newsletter.services.errors import Invalid, NotFound
+from newsletter.web.api import ApiError, Auth, _service_error, _write
+
+IMPORT_PATH = "/api/v1/subscribers/import"
+_CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/octet-stream")
+
+router = APIRouter(prefix="/api/v1", tags=["admin"])
+
+_IMPORT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A CSV file: a header line naming an `email` column, optionally `name` and "
+        "`attributes` (a JSON object); other columns are ignored. UTF-8, a byte order mark is fine.",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/subscribers/import",
+    summary="Import subscribers from CSV into a list, as confirmed; a report names every rejected row",
+    openapi_extra=_IMPORT_BODY,
+)
+async def import_subscribers(
+    request: Request, who: Auth, list: Annotated[str, Query(max_length=63)] = "default"
+) -> Response:
+    media_type = request.headers.get("content-type", "text/csv").split(";")[0].strip().lower()
+    if media_type != "multipart/form-data" and media_type not in _CSV_TYPES:
+        return ApiError(
+            415,
+            "Unsupported media type",
+            "Send the CSV as text/csv, or as multipart/form-data in a 'file' field.",
+        ).response()
+
+    async def run(conn: asyncpg.Connection) -> dict[str, Any]:
+        if media_type != "multipart/form-data":
+            return await _import(conn, io.BytesIO(await request.body()), list)
+        async with request.form() as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise ApiError(422, "Invalid request", "file: a multipart field named 'file' holding the CSV")
+            return await _import(conn, upload.file, list)
+
+    return await _write(request, who, 200, run)
+
+
+async def _import(conn: asyncpg.Connection, source: BinaryIO, list_slug: str) -> dict[str, Any]:
+    report = await imports.import_csv(conn, source, list_slug=list_slug)
+    return report.as_dict()
+
+
+@router.get(
+    "/subscribers/export",
+    summary="Subscribers as CSV, one row per subscription, streamed",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+async def export_subscribers(
+    request: Request,
+    _: Auth,
+    list: Annotated[str | None, Query(max_length=63)] = None,
+    status: Literal["active", "blocklisted", "pending", "confirmed", "unsubscribed"] | None = None,
+) -> Response:
+    pool: asyncpg.Pool = request.app.state.pool
+    conn = await pool.acquire()
+    # An async generator: closing it stops the COPY.
+    chunks = cast(AsyncGenerator[bytes, None], imports.export_csv(conn, list_slug=list, status=status))
+    try:
+        header = await anext(chunks)
+    except (NotFound, Invalid) as error:
+        await pool.release(conn)
+        return _service_error(error).response()
+    except BaseException:
+        await pool.release(conn)
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        yield header
+        async for chunk in chunks:
+            yield chunk
+
+    async def release() -> None:
+        await chunks.aclose()
+        await pool.release(conn)
+
+    name = f"subscribers-{_slug(list) or 'all'}-{datetime.now(UTC):%Y%m%d-%H%M%S}.csv"
+    return _Stream(
+        body(),
+        release,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+class _Stream(StreamingResponse):
+    """A streamed response that gives its database connection back however the stream ends: finished, failed,
+    or cut short by the client going away."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], release: Callable[[], Awaitable[None]], **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._release()
+
+
+def _slug(raw: str | None) -> str | None:
+    try:
+        return ListSlug.parse(raw).value if raw is not None else None
+    except InvalidInput:
+        return None
