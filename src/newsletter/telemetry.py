@@ -105,8 +105,8 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     root.setLevel(numeric_level)
     # Requests are logged once, by our own middleware.
     logging.getLogger("uvicorn.access").disabled = True
-    # httpx logs every request's full URL at INFO: the email API transport logs its own outcomes instead, and a
-    # URL may carry a token.
+    # httpx logs every request's full URL at INFO: the email API transport logs its own outcomes instead,
+    # and a URL may carry a token.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error"):

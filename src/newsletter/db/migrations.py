@@ -18,7 +18,7 @@ log = structlog.get_logger(__name__)
 
 # Any constant works, as long as nothing else in the database uses it; this one spells "newsltr".
 MIGRATION_LOCK_ID = 0x6E65_7773_6C74_72
-_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
 
 class MigrationError(RuntimeError):
@@ -39,7 +39,7 @@ class Migration:
 def available_migrations() -> list[Migration]:
     found = []
     for entry in resources.files("newsletter.db").joinpath("migrations").iterdir():
-        match = _FILE.match(entry.name)
+        match = _FILE.fullmatch(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
     found.sort(key=lambda migration: migration.version)

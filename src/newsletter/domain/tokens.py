@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 TOKEN_BYTES = 32
 # 32 bytes in unpadded base64url (both kinds of token).
-_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class Token:
     @classmethod
     def parse(cls, raw: str) -> Token | None:
         """A well-formed token, or None for anything that could not have come from `generate`."""
-        return cls(raw) if _TOKEN_SHAPE.match(raw) else None
+        return cls(raw) if _TOKEN_SHAPE.fullmatch(raw) else None
 
     @property
     def digest(self) -> bytes:
@@ -52,7 +52,7 @@ class UnsubscribeToken:
 
     @classmethod
     def verify(cls, key: bytes, token: str) -> UnsubscribeToken | None:
-        if not _TOKEN_SHAPE.match(token):
+        if not _TOKEN_SHAPE.fullmatch(token):
             return None
         raw = base64.urlsafe_b64decode(token + "=")
         payload, mac = raw[:16], raw[16:]

@@ -23,7 +23,7 @@ from newsletter.services.errors import Conflict, Invalid, NotFound
 from newsletter.services.tokens import Principal, authenticate
 from newsletter.web.problems import PROBLEM_JSON
 
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 # Ids are PostgreSQL bigints: anything larger cannot name a row.
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _bearer = HTTPBearer(auto_error=False, description="An API token from `newsletter tokens create`")
@@ -104,7 +104,7 @@ async def _write(
     with another request answers 422.
     """
     key = request.headers.get("idempotency-key")
-    if key is not None and not _KEY.match(key):
+    if key is not None and not _KEY.fullmatch(key):
         return ApiError(
             400, "Bad request", "Idempotency-Key must be 1 to 255 printable ASCII characters."
         ).response()
