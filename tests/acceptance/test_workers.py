@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
-import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,58 +11,19 @@ from typing import Any
 import asyncpg
 import pytest
 
-from newsletter.db.embedded import start_embedded, stop_embedded
-from newsletter.db.migrations import migrate
-from tests.acceptance.test_cli import base_env
 from tests.harness import SMTPServer, add_confirmed
+from tests.processes import (
+    copies,
+    postgresql_of_its_own,
+    restart_postgresql,
+    send_issue,
+    start_worker,
+    stop,
+    wait_for_sent,
+    wait_for_status,
+)
 
 pytestmark = pytest.mark.asyncio
-
-
-def start_worker(database_url: str, smtp: SMTPServer, log: Path, **settings: str) -> subprocess.Popen[bytes]:
-    env = base_env(DATABASE_URL=database_url, NEWSLETTER_EMAIL_URL=smtp.url, **settings)
-    return subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "worker"],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-async def send_issue(conn: asyncpg.Connection) -> int:
-    """Create an issue to the default list and start sending it, as the API does."""
-    from newsletter.services.issues import IssueContent, create_issue, send_issue
-
-    async with conn.transaction():
-        issue = await create_issue(conn, IssueContent.parse("Crash test", "Hello", None, None), ["default"])
-        await send_issue(conn, issue["id"], None, None)
-    issue_id: int = issue["id"]
-    return issue_id
-
-
-async def wait_for_status(conn: asyncpg.Connection, issue_id: int, status: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await conn.fetchval("SELECT status FROM issues WHERE id = $1", issue_id) == status:
-            return
-        await asyncio.sleep(0.2)
-    counts = await conn.fetch("SELECT status, count(*) FROM deliveries GROUP BY status")
-    raise AssertionError(f"issue {issue_id} did not become {status}: {[tuple(row) for row in counts]}")
-
-
-async def wait_for_sent(conn: asyncpg.Connection, issue_id: int, at_least: int) -> None:
-    while await conn.fetchval("SELECT sent_count FROM issues WHERE id = $1", issue_id) < at_least:
-        await asyncio.sleep(0.05)
-
-
-def stop(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> int:
-    if process.poll() is None:
-        process.send_signal(signum)
-    return process.wait(timeout=60)
-
-
-def copies(smtp: SMTPServer) -> Counter[str]:
-    return Counter(address for message in list(smtp.received) for address in message.recipients)
 
 
 @pytest.fixture
@@ -167,12 +124,8 @@ async def test_postgresql_restarted_mid_send_the_worker_recovers_and_finishes(
     smtp: SMTPServer, tmp_path: Path
 ) -> None:
     """On a PostgreSQL server of its own, so that restarting it disturbs nothing else."""
-    from pgserver._commands import pg_ctl
-
-    url, server = start_embedded(tmp_path / "db")
-    try:
+    async with postgresql_of_its_own(tmp_path / "db") as (url, server):
         conn = await asyncpg.connect(url)
-        await migrate(conn)
         people = await add_confirmed(conn, 3000)  # type: ignore[arg-type]
         issue_id = await send_issue(conn)
         worker = start_worker(
@@ -185,7 +138,7 @@ async def test_postgresql_restarted_mid_send_the_worker_recovers_and_finishes(
         try:
             await asyncio.wait_for(wait_for_sent(conn, issue_id, 500), timeout=120)
             await conn.close()
-            pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
+            restart_postgresql(server)
             conn = await asyncpg.connect(url)
             await wait_for_status(conn, issue_id, "sent")
             assert stop(worker) == 0
@@ -200,5 +153,3 @@ async def test_postgresql_restarted_mid_send_the_worker_recovers_and_finishes(
             "the worker saw the outage"
         )
         await conn.close()
-    finally:
-        stop_embedded(server)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,9 +45,18 @@ class SMTPError(Exception):
         self.message = message
 
 
+# The time the worker's lease allows for sending a batch ran out before this email was started: sent later, it
+# could also be sent by the worker the delivery is given to once the lease expires.
+LEASE_EXPIRED = Failed(error="not sent: its batch ran out of lease time", permanent=False)
+
+
 class Transport(Protocol):
-    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
-        """Send each email; one result per email, in order. Never raises for a failed send."""
+    async def send_batch(
+        self, emails: Sequence[OutgoingEmail], deadline: float | None = None
+    ) -> list[SendResult]:
+        """Send each email; one result per email, in order. Never raises for a failed send. By `deadline`
+        (a `time.monotonic()` value) every send has ended: one still running is cut short (a timeout), one not
+        yet started is not sent (LEASE_EXPIRED)."""
         ...
 
     async def close(self) -> None: ...
@@ -54,6 +64,15 @@ class Transport(Protocol):
 
 # "Authentication required", "must issue STARTTLS first" and the like refuse our session, not the message.
 SESSION_REFUSALS = frozenset({530, 534, 535, 538})
+
+
+def expired(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def time_left(deadline: float | None, limit: float) -> float:
+    """Seconds a send may take: its own time limit, or less when the deadline comes first."""
+    return limit if deadline is None else max(0.0, min(limit, deadline - time.monotonic()))
 
 
 def classify_smtp_error(error: BaseException) -> Failed:

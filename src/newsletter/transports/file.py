@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from newsletter.transports.base import Failed, OutgoingEmail, SendResult, Sent
+from newsletter.transports.base import LEASE_EXPIRED, Failed, OutgoingEmail, SendResult, Sent, expired
 
 
 class FileTransport:
@@ -15,15 +15,17 @@ class FileTransport:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
-        return await asyncio.to_thread(self._write_all, emails)
+    async def send_batch(
+        self, emails: Sequence[OutgoingEmail], deadline: float | None = None
+    ) -> list[SendResult]:
+        return await asyncio.to_thread(self._write_all, emails, deadline)
 
-    def _write_all(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+    def _write_all(self, emails: Sequence[OutgoingEmail], deadline: float | None) -> list[SendResult]:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             return [Failed(error=f"cannot create the outbox: {error}", permanent=False) for _ in emails]
-        return [self._write(email) for email in emails]
+        return [LEASE_EXPIRED if expired(deadline) else self._write(email) for email in emails]
 
     def _write(self, email: OutgoingEmail) -> SendResult:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from newsletter.transports.base import OutgoingEmail, SendResult, Sent
+from newsletter.transports.base import LEASE_EXPIRED, OutgoingEmail, SendResult, Sent, expired
 
 
 class MemoryTransport:
@@ -11,7 +11,11 @@ class MemoryTransport:
     def __init__(self) -> None:
         self.outbox: list[OutgoingEmail] = []
 
-    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+    async def send_batch(
+        self, emails: Sequence[OutgoingEmail], deadline: float | None = None
+    ) -> list[SendResult]:
+        if expired(deadline):
+            return [LEASE_EXPIRED] * len(emails)
         self.outbox.extend(emails)
         return [Sent(f"memory-{email.delivery_id}") for email in emails]
 

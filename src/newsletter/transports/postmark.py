@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterator, Sequence
 from email import policy
 from email.errors import MessageError
@@ -14,12 +15,15 @@ import httpx
 
 from newsletter.config import EmailURL
 from newsletter.transports.base import (
+    LEASE_EXPIRED,
     Failed,
     OutgoingEmail,
     SendResult,
     Sent,
     classify_http_status,
     classify_postmark_error_code,
+    expired,
+    time_left,
 )
 
 BATCH_LIMIT = 500  # messages per request, Postmark's limit
@@ -48,18 +52,25 @@ class PostmarkTransport:
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         self._client: httpx.AsyncClient | None = None
 
-    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+    async def send_batch(
+        self, emails: Sequence[OutgoingEmail], deadline: float | None = None
+    ) -> list[SendResult]:
         # Parsing hundreds of messages takes a while: off the event loop, which may be serving HTTP too.
         results, pending = await asyncio.to_thread(_convert_all, emails)
         for chunk in _requests(pending, [len(emails[index].message) for index, _ in pending]):
-            answers = await self._post([message for _, message in chunk])
+            if expired(deadline):
+                answers: list[SendResult] = [LEASE_EXPIRED] * len(chunk)
+            else:
+                answers = await self._post([message for _, message in chunk], deadline)
             results.update((index, result) for (index, _), result in zip(chunk, answers, strict=True))
         return [results[index] for index in range(len(emails))]
 
-    async def _post(self, messages: list[dict[str, Any]]) -> list[SendResult]:
+    async def _post(self, messages: list[dict[str, Any]], deadline: float | None) -> list[SendResult]:
         try:
-            response = await self._http().post(self.endpoint, json=messages)
-        except httpx.HTTPError as error:
+            # httpx limits each phase of the request; the deadline limits the whole of it.
+            async with asyncio.timeout(None if deadline is None else time_left(deadline, math.inf)):
+                response = await self._http().post(self.endpoint, json=messages)
+        except (httpx.HTTPError, TimeoutError) as error:
             failure = Failed(error=f"{type(error).__name__}: {error}".strip(": "), permanent=False)
             return [failure] * len(messages)
         if not response.is_success:

@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from newsletter.config import EmailURL
-from newsletter.transports.base import OutgoingEmail, SendResult, Sent, SMTPError, classify_smtp_error
+from newsletter.transports.base import (
+    LEASE_EXPIRED,
+    OutgoingEmail,
+    SendResult,
+    Sent,
+    SMTPError,
+    classify_smtp_error,
+    expired,
+    time_left,
+)
 
 CRLF = b"\r\n"
 
@@ -170,7 +179,9 @@ class SMTPTransport:
         self._slots = asyncio.Semaphore(pool_size)
         self._idle: list[SMTPConnection] = []
 
-    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+    async def send_batch(
+        self, emails: Sequence[OutgoingEmail], deadline: float | None = None
+    ) -> list[SendResult]:
         """Each connection takes the next waiting email until none is left: one task per connection, not per
         email."""
         results: list[SendResult | None] = [None] * len(emails)
@@ -179,19 +190,22 @@ class SMTPTransport:
         async def sender() -> None:
             async with self._slots:
                 for index in waiting:
-                    results[index] = await self._send(emails[index])
+                    if expired(deadline):
+                        results[index] = LEASE_EXPIRED
+                    else:
+                        results[index] = await self._send(emails[index], time_left(deadline, self.timeout))
 
         await asyncio.gather(*(sender() for _ in range(min(self._pool_size, len(emails)))))
         return [result for result in results if result is not None]
 
     async def send(self, email: OutgoingEmail) -> SendResult:
         async with self._slots:
-            return await self._send(email)
+            return await self._send(email, self.timeout)
 
-    async def _send(self, email: OutgoingEmail) -> SendResult:
+    async def _send(self, email: OutgoingEmail, seconds: float) -> SendResult:
         connection: SMTPConnection | None = None
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(seconds):
                 connection = await self._checkout()
                 reply = await connection.send(email.envelope_from, email.recipient, email.message)
         except SMTPError as error:

@@ -37,6 +37,7 @@ log = structlog.get_logger(__name__)
 # PostgreSQL errors and lost connections both mean "the database is not answering right now".
 DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 LIST_ID = emails.LIST_ID
+SENDING_SHARE_OF_LEASE = 0.75
 UNSUBSCRIBE_URL = emails.UNSUBSCRIBE_URL
 
 
@@ -139,6 +140,11 @@ class DeliveryWorker:
         limit = await self._reserve_rate(self.settings.worker_batch_size)
         if limit == 0:
             return 0
+        # Sending ends (nothing started, nothing left running) at three quarters of the lease, counted from
+        # before the claim, so that the outcomes are recorded while the lease holds. Past the lease the rows
+        # may be reclaimed and given to another worker: an email this one sent then, or sent but recorded
+        # too late, would go out twice.
+        send_until = time.monotonic() + SENDING_SHARE_OF_LEASE * self.settings.lease_seconds
         rows = await self.pool.fetch(query("claim_deliveries"), limit, self.settings.lease_seconds)
         if not rows:
             return 0
@@ -146,7 +152,7 @@ class DeliveryWorker:
             batch = await self._prepare(rows)
             if batch.emails:
                 started = time.monotonic()
-                results = await self.transport.send_batch(batch.emails)
+                results = await self.transport.send_batch(batch.emails, send_until)
                 telemetry.SEND_LATENCY.observe(time.monotonic() - started)
                 for email, result in zip(batch.emails, results, strict=True):
                     batch.outcomes.append(self._settle(batch.claimed[email.delivery_id], result))
