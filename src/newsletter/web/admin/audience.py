@@ -45,7 +45,7 @@ def _list_fields(form: dict[str, str]) -> tuple[str, str, str]:
 @router.get("/admin/lists", response_class=HTMLResponse)
 async def lists_page(admin: SignedIn) -> Response:
     async with admin.pool.acquire() as conn:
-        lists = await audience.all_lists(conn)
+        lists = await overview.lists(conn)
     return admin.render("lists", lists=lists, values={}, error=None)
 
 
@@ -64,7 +64,7 @@ async def create_list(admin: SignedIn) -> Response:
             created = await audience.create_list(conn, slug, name, description, optin)
     except (InvalidInput, Conflict) as error:
         async with admin.pool.acquire() as conn:
-            lists = await audience.all_lists(conn)
+            lists = await overview.lists(conn)
         return admin.render("lists", 422, lists=lists, values=form, error=str(error))
     return admin.redirect(f"/admin/lists/{created['id']}", f"The list {created['name']} is created.")
 
@@ -73,7 +73,7 @@ async def create_list(admin: SignedIn) -> Response:
 async def list_page(admin: SignedIn, list_id: Id) -> Response:
     try:
         async with admin.pool.acquire() as conn:
-            found = await audience.get_list(conn, list_id)
+            found = await overview.get_list(conn, list_id)
     except NotFound:
         return admin.render("error", 404, title="Not found", message=f"There is no list {list_id}.")
     return admin.render("list", list=found, error=None)
@@ -87,7 +87,7 @@ async def update_list(admin: SignedIn, list_id: Id) -> Response:
             name, description, optin = _list_fields(form)
             updated = await audience.update_list(conn, list_id, name, description, optin)
         except InvalidInput as error:
-            found = await audience.get_list(conn, list_id)
+            found = await overview.get_list(conn, list_id)
             return admin.render("list", 422, list={**found, **form}, error=str(error))
         except NotFound:
             return admin.render("error", 404, title="Not found", message=f"There is no list {list_id}.")
@@ -103,20 +103,29 @@ async def subscribers_page(
     q: Annotated[str, Query(max_length=200)] = "",
     list: Annotated[str, Query(max_length=63)] = "",
     status: str = "",
+    match: str = "",
     after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
 ) -> Response:
     status = status if status in SUBSCRIBER_STATUSES else ""
+    contains = match == "contains"
     async with admin.pool.acquire() as conn:
         lists = await audience.list_names(conn)
-        people = await audience.subscriber_page(
-            conn,
-            after=after,
-            list_slug=list or None,
-            status=status or None,
-            search=q.strip() or None,
-            limit=PAGE_SIZE,
+        list_ids = {known["slug"]: known["id"] for known in lists}
+        known_list = not list or list in list_ids
+        people = (
+            await overview.subscriber_page(
+                conn,
+                after=after,
+                list_id=list_ids.get(list),
+                status=status or None,
+                search=q.strip() or None,
+                contains=contains,
+                limit=PAGE_SIZE,
+            )
+            if known_list
+            else []
         )
-    filters = {"q": q, "list": list, "status": status}
+    filters = {"q": q, "list": list, "status": status, "match": "contains" if contains else ""}
     next_after = people[-1]["id"] if len(people) == PAGE_SIZE else None
     return admin.render(
         "subscribers",

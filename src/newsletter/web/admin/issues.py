@@ -54,6 +54,10 @@ def render_preview(admin: Admin, subject: str, html: str, text: str) -> emails.P
     )
 
 
+async def _suppressed_failures(conn: asyncpg.Connection, issue: dict[str, Any]) -> int:
+    return await overview.failed_and_suppressed(conn, issue["id"]) if issue["counts"]["failed"] else 0
+
+
 def _not_found(admin: Admin, issue_id: int) -> Response:
     return admin.render("error", 404, title="Not found", message=f"There is no issue {issue_id}.")
 
@@ -72,10 +76,12 @@ async def _issue_page(
         except NotFound:
             return _not_found(admin, issue_id)
         lists = await audience.list_names(conn)
+        suppressed_failures = await _suppressed_failures(conn, issue)
     return admin.render(
         "issue",
         status,
         issue={**issue, "progress": overview.progress(issue)},
+        suppressed_failures=suppressed_failures,
         draft=draft or {"subject": issue["subject"], "markdown": issue["markdown"], "lists": issue["lists"]},
         preview=render_preview(admin, issue["subject"], issue["html"], issue["text"]),
         lists=lists,
@@ -276,17 +282,22 @@ async def cancel_issue(admin: SignedIn, issue_id: Id) -> Response:
 @router.post("/admin/issues/{issue_id}/retry-failed")
 async def retry_failed(admin: SignedIn, issue_id: Id) -> Response:
     retried: list[int] = []
+    suppressed: list[int] = []
 
     async def retry(conn: asyncpg.Connection) -> None:
+        suppressed.append(await overview.failed_and_suppressed(conn, issue_id))
         retried.append(await issues.retry_failed(conn, issue_id))
 
     response = await _steer(admin, issue_id, retry, "")
-    if retried:
-        return admin.redirect(
-            f"/admin/issues/{issue_id}",
-            f"{retried[0]} failed deliver{'ies' if retried[0] != 1 else 'y'} queued again.",
+    if not retried:
+        return response
+    notice = f"{retried[0]} failed deliver{'ies' if retried[0] != 1 else 'y'} queued again."
+    if suppressed[0]:
+        notice += (
+            f" {suppressed[0]} of them {'goes' if suppressed[0] == 1 else 'go'} to a suppressed address and "
+            "will be marked suppressed, not sent: lift a suppression before retrying."
         )
-    return response
+    return admin.redirect(f"/admin/issues/{issue_id}", notice, error=bool(suppressed[0]))
 
 
 @router.get("/admin/issues/{issue_id}/progress.json")
@@ -318,9 +329,14 @@ async def deliveries_page(
             )
         except NotFound:
             return _not_found(admin, issue_id)
+        failed = [row["recipient"] for row in rows if row["status"] == "failed"]
+        suppressed = await overview.suppressed_among(conn, failed) if failed else {}
+        suppressed_failures = await _suppressed_failures(conn, issue)
     return admin.render(
         "deliveries",
         issue={**issue, "progress": overview.progress(issue)},
+        suppressed_failures=suppressed_failures,
+        suppressed=suppressed,
         deliveries=rows,
         selected=status,
         statuses=DELIVERY_STATUSES,

@@ -13,7 +13,7 @@ from newsletter.domain.subscriber import InvalidInput, SubscriberEmail, Subscrib
 from newsletter.services import audience, overview, suppressions
 from newsletter.services.errors import Invalid, NotFound
 from newsletter.services.imports import EXPORT_STATUSES, export_csv, import_csv
-from newsletter.web.admin.core import Admin, SignedIn
+from newsletter.web.admin.core import Admin, SignedIn, safe_next
 
 router = APIRouter()
 
@@ -76,13 +76,16 @@ async def add_suppression(admin: SignedIn) -> Response:
 
 @router.post("/admin/suppressions/remove")
 async def remove_suppression(admin: SignedIn) -> Response:
-    email = (await admin.form()).get("email", "")
+    form = await admin.form()
+    email = form.get("email", "")
+    # Lifted from the page that showed it (the ledger of a send) or from this list.
+    back = safe_next(form.get("next") or "/admin/suppressions")
     try:
         async with admin.pool.acquire() as conn, conn.transaction():
             await suppressions.lift(conn, email)
     except NotFound:
-        return admin.redirect("/admin/suppressions", f"{email} is not suppressed.", error=True)
-    return admin.redirect("/admin/suppressions", f"{email} may be mailed again.")
+        return admin.redirect(back, f"{email} is not suppressed.", error=True)
+    return admin.redirect(back, f"{email} may be mailed again.")
 
 
 @router.get("/admin/settings", response_class=HTMLResponse)
