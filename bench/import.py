@@ -8,9 +8,12 @@ the same run:
 
 1. Baseline: a bare `COPY` of the same file into an unindexed table with the same columns, all text, by
    PostgreSQL's own CSV parser (no validation, no normalization, no merge): the physical limit.
-2. The service: `import_csv` (the code path of `newsletter import` and the API) into a fresh migrated
-   database, into the `default` list; rows per second counting every data row of the file, and the report.
-3. The same file again into the same database (every row now names an existing subscriber).
+2. The parsing and validation alone (`RowParser` over the file, no database): the part that runs in Python.
+3. The service: `import_csv` (the code path of `newsletter import` and the API) into a fresh migrated
+   database, into the `default` list; rows per second counting every data row of the file, as a fraction of
+   the baseline's rate, the CPU time of the database backend and of this process (the machine is shared: CPU
+   time moves less than wall time with the load of others), and the report.
+4. The same file again into the same database (every row now names an existing subscriber).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import asyncio
 import cProfile
 import csv
 import io
+import os
 import pstats
 import random
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -32,7 +37,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import create_database, drop_database
-from newsletter.services.imports import ImportReport, import_csv
+from newsletter.services.imports import ImportReport, RowParser, import_csv
 
 FIRST = [
     "Ada",
@@ -171,11 +176,40 @@ async def baseline(url: str, path: Path) -> float:
         await conn.close()
 
 
-async def service(url: str, path: Path, profile: bool) -> tuple[float, ImportReport]:
+def parse_only(path: Path) -> float:
+    """The import's reading and validation alone, without a database: the part that runs in Python."""
+    began = time.perf_counter()
+    with path.open("rb") as source:
+        for _ in RowParser(source).chunks():
+            pass
+    return time.perf_counter() - began
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user and system) of a process of this machine so far; None if it cannot be read (a
+    PostgreSQL server elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    seconds: float
+    report: ImportReport
+    server_cpu: float | None  # the database backend's CPU time during the import
+    client_cpu: float  # this process's CPU time during the import (parsing thread and event loop)
+
+
+async def service(url: str, path: Path, profile: bool) -> Run:
     conn = await asyncpg.connect(url)
     profiler = cProfile.Profile() if profile else None
+    pid = conn.get_server_pid()
     try:
         with path.open("rb") as source:
+            server_before, client_before = cpu_seconds(pid), time.process_time()
             began = time.perf_counter()
             if profiler:
                 profiler.enable()
@@ -183,11 +217,13 @@ async def service(url: str, path: Path, profile: bool) -> tuple[float, ImportRep
             if profiler:
                 profiler.disable()
             elapsed = time.perf_counter() - began
+            server_after, client_after = cpu_seconds(pid), time.process_time()
         if profiler:
             output = io.StringIO()
             pstats.Stats(profiler, stream=output).sort_stats("cumulative").print_stats(25)
             print(output.getvalue())
-        return elapsed, report
+        server = None if server_after is None or server_before is None else server_after - server_before
+        return Run(elapsed, report, server, client_after - client_before)
     finally:
         await conn.close()
 
@@ -217,10 +253,11 @@ async def main() -> None:
             bare = await baseline(bare_url, bare_path)
         finally:
             await drop_database(bare_url)
+        parsing = parse_only(path)
         url = await create_database("bench_import")
         try:
-            first, report = await service(url, path, args.profile)
-            again, second = await service(url, path, False)
+            first = await service(url, path, args.profile)
+            again = await service(url, path, False)
             conn = await asyncpg.connect(url)
             try:
                 stored = await conn.fetchval("SELECT count(*) FROM subscribers")
@@ -231,10 +268,14 @@ async def main() -> None:
 
     rows = args.rows
     print(f"baseline (bare COPY, unindexed): {rows / bare:>10,.0f} rows/s  ({bare:.2f} s)")
-    print(f"import, fresh database:          {rows / first:>10,.0f} rows/s  ({first:.2f} s)  "
-          f"{first / bare:.1f}x the baseline's time")  # fmt: skip
-    print(f"import, same file again:         {rows / again:>10,.0f} rows/s  ({again:.2f} s)")
-    for name, result in (("first", report), ("again", second)):
+    print(f"parsing and validation alone:    {rows / parsing:>10,.0f} rows/s  ({parsing:.2f} s, no database)")
+    for label, run in (("import, fresh database:", first), ("import, same file again:", again)):
+        print(f"{label:<33}{rows / run.seconds:>10,.0f} rows/s  ({run.seconds:.2f} s)  "
+              f"{bare / run.seconds:.3f} of the baseline's rate")  # fmt: skip
+        server = f"{run.server_cpu:.1f} s" if run.server_cpu is not None else "unknown"
+        print(f"  CPU: database backend {server}, this process {run.client_cpu:.1f} s")
+    for name, run in (("first", first), ("again", again)):
+        result = run.report
         print(f"  {name}: inserted {result.inserted:,}, updated {result.updated:,}, "
               f"subscribed {result.subscribed:,}, rejected {result.rejected_total:,}")  # fmt: skip
     print(f"  subscribers stored: {stored:,}")

@@ -258,7 +258,7 @@ def import_command(file: str, list_slug: str) -> None:
     """
     from pathlib import Path
 
-    from newsletter.services.errors import Invalid, NotFound
+    from newsletter.services.errors import Conflict, Invalid, NotFound
     from newsletter.services.imports import ImportReport, import_csv
 
     settings = _settings()
@@ -275,7 +275,7 @@ def import_command(file: str, list_slug: str) -> None:
 
     try:
         report: ImportReport = _run(_with_connection(settings, go))
-    except (NotFound, Invalid) as error:
+    except (NotFound, Invalid, Conflict) as error:
         raise click.ClickException(f"nothing imported: {error}") from None
     click.echo(
         f"{report.inserted} inserted, {report.updated} updated, {report.subscribed} subscribed to "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -9,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from newsletter.services.errors import Invalid, NotFound
+from newsletter.services.errors import Conflict, Invalid, NotFound
 from newsletter.services.imports import ImportReport, export_csv, import_csv
 from tests.harness import AdminClient, SMTPServer, TestApp, admin_client, spawn_app
 
@@ -210,6 +211,64 @@ async def test_an_import_is_all_or_nothing_inside_the_callers_transaction(conn: 
     assert await conn.fetchval("SELECT count(*) FROM subscribers") == 0
     # The staging table went with the transaction: the connection can import again.
     assert (await run_import(conn, "email\nada@example.com\n")).inserted == 1
+
+
+class _Unseekable(io.BytesIO):
+    def seekable(self) -> bool:
+        return False
+
+
+async def import_during_a_sign_up(
+    conn: asyncpg.Connection, database_url: str, source: io.BytesIO
+) -> ImportReport:
+    """Imports ada and grace while a sign-up of Grace@example.com, begun before, commits in the middle."""
+    signing_up, watching = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        sign_up = signing_up.transaction()
+        await sign_up.start()
+        await signing_up.execute(
+            "INSERT INTO subscribers (email, name) VALUES ('Grace@example.com', 'Grace')"
+        )
+        importing = asyncio.ensure_future(import_csv(conn, source, list_slug="default"))
+        # The import's plain INSERT meets the sign-up's address, not committed yet, and waits for it.
+        waiting = False
+        for _ in range(100):
+            waiting = await watching.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", conn.get_server_pid()
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        await sign_up.commit()
+        assert waiting
+        return await importing
+    finally:
+        await signing_up.close()
+        await watching.close()
+
+
+RACED = b"email,name\nada@example.com,Ada\ngrace@example.com,Grace Hopper\n"
+
+
+async def test_an_import_that_races_a_sign_up_of_one_of_its_addresses_starts_again(
+    conn: asyncpg.Connection, database_url: str
+) -> None:
+    report = await import_during_a_sign_up(conn, database_url, io.BytesIO(RACED))
+
+    assert (report.inserted, report.updated, report.subscribed, report.rejected) == (1, 1, 2, [])
+    assert await people(conn) == [
+        ("Grace@example.com", "Grace Hopper", "confirmed", "import"),
+        ("ada@example.com", "Ada", "confirmed", "import"),
+    ]
+
+
+async def test_an_import_that_cannot_read_its_source_again_reports_the_race(
+    conn: asyncpg.Connection, database_url: str
+) -> None:
+    with pytest.raises(Conflict, match="signed up while it was imported; try again"):
+        await import_during_a_sign_up(conn, database_url, _Unseekable(RACED))
+
+    assert await conn.fetchval("SELECT array_agg(email) FROM subscribers") == ["Grace@example.com"]
 
 
 async def test_an_export_imports_back_into_another_database_as_the_same_people(

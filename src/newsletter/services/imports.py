@@ -1,8 +1,8 @@
 """CSV import and export of subscribers, set-based.
 
 Import: rows are parsed and validated in Python (in a thread, so the event loop keeps serving and the parsing
-of one chunk overlaps the COPY of the previous one), copied into a temporary staging table, then merged by a
-few set-based statements in one transaction. Export: PostgreSQL's own `COPY ... TO STDOUT`, streamed in
+of one chunk overlaps the COPY of the previous one), copied into a temporary staging table, then merged by one
+set-based statement in the same transaction. Export: PostgreSQL's own `COPY ... TO STDOUT`, streamed in
 chunks.
 """
 
@@ -32,7 +32,7 @@ from newsletter.domain.subscriber import (
     SubscriberEmail,
     SubscriberName,
 )
-from newsletter.services.errors import Invalid, NotFound
+from newsletter.services.errors import Conflict, Invalid, NotFound
 
 # Rows parsed and copied at a time: memory stays flat whatever the size of the file.
 CHUNK_ROWS = 20_000
@@ -46,8 +46,11 @@ EXPORT_STATUSES = ("active", "blocklisted", "pending", "confirmed", "unsubscribe
 EXPORT_HEADER = (
     b"email,name,attributes,subscriber_status,list,status,subscribed_at,confirmed_at,unsubscribed_at\n"
 )
-# The merge statements run over the whole staging table; the pool's per-statement timeout suits requests.
+COPIED_COLUMNS = ("line", "email", "name", "attributes_text")
+# The merge runs over the whole file; the pool's per-statement timeout suits requests.
 MERGE_TIMEOUT_SECONDS = 3600
+# How many times an import runs when sign-ups of its addresses keep committing while it runs.
+IMPORT_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -80,9 +83,13 @@ class ImportReport:
         return asdict(self)
 
 
-# The local part email-validator accepts as it is (RFC 5322 dot-atom, ASCII): rfc_constants.DOT_ATOM_TEXT.
-_DOT_ATOM = re.compile(r"[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+)*\Z")
-_CASE_INSENSITIVE = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+# An address the fast path answers for: a local part that email-validator keeps as it is (RFC 5322 dot-atom,
+# ASCII: rfc_constants.DOT_ATOM_TEXT), one @-sign, and a domain to look up.
+_PLAIN_ADDRESS = re.compile(
+    r"([a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+)*)@([^@]+)"
+)
+_ROLE_NAMES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+_LONGEST_ROLE_NAME = max(map(len, CASE_INSENSITIVE_MAILBOX_NAMES))
 
 
 @lru_cache(maxsize=65_536)
@@ -107,15 +114,14 @@ def normalize_email(raw: str) -> str:
     few, so each is parsed once and cached. Anything else takes the full parser, which also words every error.
     tests/unit/test_imports.py checks the equivalence with hypothesis.
     """
-    candidate = raw.strip()
-    if candidate.count("@") == 1:
-        local, _, domain = candidate.partition("@")
-        if _DOT_ATOM.match(local):
-            known = _domain(domain)
-            if known is not None and len(local) <= known[1]:
-                if local.lower() in _CASE_INSENSITIVE:
-                    local = local.lower()
-                return f"{local}@{known[0]}"
+    plain = _PLAIN_ADDRESS.fullmatch(raw.strip())
+    if plain:
+        local, domain = plain.groups()
+        known = _domain(domain)
+        if known is not None and len(local) <= known[1]:
+            if len(local) <= _LONGEST_ROLE_NAME and local.lower() in _ROLE_NAMES:
+                local = local.lower()
+            return f"{local}@{known[0]}"
     return SubscriberEmail.parse(raw).value
 
 
@@ -317,49 +323,54 @@ async def import_csv(
     """Import subscribers from a CSV file into a list, as confirmed subscriptions (consent source 'import').
 
     Raises NotFound for an unknown list and Invalid for a file without an email column (nothing written).
-    Runs in one transaction (a savepoint when the caller holds one): all or nothing.
+    Runs in one transaction (a savepoint when the caller holds one): all or nothing. When a sign-up of an
+    address of the file commits while the import runs, the import starts again from the beginning of the
+    source (once more at most, then Conflict).
     """
     list_id = await _list_id(conn, list_slug)
-    parser = await asyncio.to_thread(RowParser, source, progress)
-    async with conn.transaction():
-        await conn.execute(query("import_prepare"))
-        await conn.execute(query("import_staging"))
-        staged = 0
-        pending = asyncio.ensure_future(asyncio.to_thread(parser.next_chunk))
+    start = source.tell() if source.seekable() else None
+    attempt = 1
+    while True:
+        parser = await asyncio.to_thread(RowParser, source, progress)
         try:
-            while chunk := await pending:
-                pending = asyncio.ensure_future(asyncio.to_thread(parser.next_chunk))
-                staged += len(chunk)
-                await conn.copy_records_to_table(
-                    "import_rows",
-                    records=chunk,
-                    columns=["line", "email", "name", "attributes"],
-                    timeout=MERGE_TIMEOUT_SECONDS,
-                )
-        finally:
-            # A COPY that failed leaves the parser's thread running: let it finish before the source closes.
-            if not pending.done():
-                await asyncio.wait([pending])
-        await conn.execute(query("import_analyze"), timeout=MERGE_TIMEOUT_SECONDS)
-        left_out = [
-            *await conn.fetch(query("import_duplicates"), MAX_REJECTED_LISTED, timeout=MERGE_TIMEOUT_SECONDS),
-            *await conn.fetch(
-                query("import_refused"), list_id, MAX_REJECTED_LISTED, timeout=MERGE_TIMEOUT_SECONDS
-            ),
-        ]
-        merged = await conn.fetchrow(query("import_merge"), list_id, timeout=MERGE_TIMEOUT_SECONDS)
-    left_out_total = sum(row["total"] for row in {row["kind"]: row for row in left_out}.values())
-    rejected = sorted(
-        [*parser.rejected, *(Rejected(row["line"], _shown(row["email"]), row["reason"]) for row in left_out)],
-        key=lambda item: item.line,
-    )[:MAX_REJECTED_LISTED]
-    inserted = merged["inserted"]
+            async with conn.transaction():
+                return await _merge(conn, parser, list_id)
+        except asyncpg.UniqueViolationError as error:
+            if error.constraint_name != "subscribers_email_key":
+                raise
+            if start is None or attempt == IMPORT_ATTEMPTS:
+                raise Conflict("addresses of the file signed up while it was imported; try again") from None
+        attempt += 1
+        source.seek(start)
+
+
+async def _merge(conn: asyncpg.Connection, parser: RowParser, list_id: int) -> ImportReport:
+    """Copies the parsed rows into the staging table, chunk by chunk (the parser's thread reads and validates
+    the next chunk during the COPY of the previous one), then merges them all with one statement."""
+    await conn.execute(query("import_prepare"))
+    await conn.execute(query("import_staging"))
+    pending = asyncio.ensure_future(asyncio.to_thread(parser.next_chunk))
+    try:
+        while chunk := await pending:
+            pending = asyncio.ensure_future(asyncio.to_thread(parser.next_chunk))
+            await conn.copy_records_to_table(
+                "import_rows", records=chunk, columns=COPIED_COLUMNS, timeout=MERGE_TIMEOUT_SECONDS
+            )
+    finally:
+        # A COPY that failed leaves the parser's thread running: let it finish before the source closes.
+        if not pending.done():
+            await asyncio.wait([pending])
+    await conn.execute(query("import_analyze"), timeout=MERGE_TIMEOUT_SECONDS)
+    merged = await conn.fetchrow(
+        query("import_merge"), list_id, MAX_REJECTED_LISTED, timeout=MERGE_TIMEOUT_SECONDS
+    )
+    left_out = map(Rejected, merged["lines"], map(_shown, merged["emails"]), merged["reasons"])
     return ImportReport(
-        inserted=inserted,
-        updated=staged - left_out_total - inserted,
+        inserted=merged["inserted"],
+        updated=merged["updated"],
         subscribed=merged["subscribed"],
-        rejected=rejected,
-        rejected_total=parser.rejected_total + left_out_total,
+        rejected=sorted([*parser.rejected, *left_out], key=lambda item: item.line)[:MAX_REJECTED_LISTED],
+        rejected_total=parser.rejected_total + merged["rejected"],
     )
 
 

@@ -2,96 +2,103 @@
 SELECT id FROM lists WHERE slug = $1;
 
 -- name: import_prepare
--- The merge hashes, sorts and groups the whole file at once: let it do so in memory, for this transaction
--- only. JIT compilation costs more than it saves on these plain statements (a fifth of a second each).
+-- For the import's transaction only: the merge sorts and hashes the whole file at once, in memory. JIT
+-- compilation costs more than it saves on these plain statements (a fifth of a second each).
 SELECT set_config('work_mem', '128MB', true), set_config('jit', 'off', true);
 
 -- name: import_staging
--- Rows as parsed and validated in Python; attributes are JSON text (NULL: not given, so kept as they are).
+-- Rows as parsed and validated in Python, attributes as JSON text; attributes or a name NULL mean that the
+-- file does not give them, so an existing subscriber keeps theirs. The address's key and the jsonb of the
+-- attributes are computed as the rows are copied in, while Python parses the next chunk, rather than in the
+-- merge, which nothing overlaps.
 CREATE TEMPORARY TABLE import_rows (
     line integer NOT NULL,
     email text NOT NULL,
     name text,
-    attributes text
+    attributes_text text,
+    attributes jsonb GENERATED ALWAYS AS (attributes_text::jsonb) STORED,
+    key text NOT NULL GENERATED ALWAYS AS (lower(email)) STORED
 ) ON COMMIT DROP;
 
 -- name: import_analyze
 ANALYZE import_rows;
 
--- name: import_duplicates
--- A file naming an address more than once (whatever the case): the first line counts, the others are left out.
--- $1 how many to return (all are counted).
-WITH first AS (
-    SELECT lower(email) AS key, min(line) AS line
-    FROM import_rows
-    GROUP BY lower(email)
-    HAVING count(*) > 1
-), dropped AS (
-    DELETE FROM import_rows USING first
-    WHERE lower(import_rows.email) = first.key AND import_rows.line <> first.line
-    RETURNING import_rows.line, import_rows.email, 'duplicate of line ' || first.line AS reason
-)
-SELECT 'duplicate' AS kind, line, email, reason, count(*) OVER () AS total FROM dropped ORDER BY line LIMIT $1;
-
--- name: import_refused
--- People an import must not subscribe: blocklisted, suppressed (bounced, complained, unsubscribed from
--- everything, or suppressed by hand), or unsubscribed from this very list. Nothing is written for them.
--- $1 list id, $2 how many to return (all are counted).
-WITH refused AS (
-    SELECT DISTINCT ON (line) line, reason
-    FROM (
-        SELECT import_rows.line, 1 AS rank, 'blocklisted: not imported' AS reason
-        FROM import_rows JOIN subscribers ON lower(subscribers.email) = lower(import_rows.email)
-        WHERE subscribers.status = 'blocklisted'
-        UNION ALL
-        SELECT import_rows.line, 2,
-               'suppressed (' || replace(suppressions.reason, '_', ' ') || '): not imported'
-        FROM import_rows JOIN suppressions ON lower(suppressions.email) = lower(import_rows.email)
-        UNION ALL
-        SELECT import_rows.line, 3, 'unsubscribed from this list: not subscribed again'
-        FROM import_rows
-        JOIN subscribers ON lower(subscribers.email) = lower(import_rows.email)
-        JOIN subscriptions ON subscriptions.subscriber_id = subscribers.id AND subscriptions.list_id = $1
-        WHERE subscriptions.status = 'unsubscribed'
-    ) AS reasons
-    ORDER BY line, rank
-), dropped AS (
-    DELETE FROM import_rows USING refused
-    WHERE import_rows.line = refused.line
-    RETURNING import_rows.line, import_rows.email, refused.reason
-)
-SELECT 'refused' AS kind, line, email, reason, count(*) OVER () AS total FROM dropped ORDER BY line LIMIT $2;
-
 -- name: import_merge
--- New people are inserted; existing ones get the name and attributes the file gives (attributes merged key by
--- key), and rows that would not change are not written. Then every person of the file is subscribed to the
--- list as confirmed with consent source 'import'; a pending subscription is confirmed, a confirmed one kept.
--- The existing people are found in the statement's snapshot, the new ones through RETURNING. Rows go in in the
--- order of the address index: its pages fill one after the other (twice as fast as in the order of the file).
--- $1 list id.
-WITH upserted AS (
-    INSERT INTO subscribers AS existing (email, name, attributes)
-    SELECT email, coalesce(name, ''), coalesce(attributes::jsonb, '{}') FROM import_rows ORDER BY lower(email)
-    ON CONFLICT ((lower(email))) DO UPDATE SET
-        name = CASE WHEN excluded.name = '' THEN existing.name ELSE excluded.name END,
-        attributes = existing.attributes || excluded.attributes,
+-- Merges the staged file in one statement. Each row is either:
+-- * a duplicate: its address (whatever the case) came on an earlier line;
+-- * refused, with nothing written: blocklisted, suppressed (bounced, complained, unsubscribed from
+--   everything, or suppressed by hand), or unsubscribed from this very list;
+-- * new: inserted, and subscribed to the list as confirmed with consent source 'import';
+-- * existing: the name and attributes the file gives are applied (attributes merged key by key; a row that
+--   would not change is not written), and the person is subscribed to the list, a pending subscription
+--   confirmed, a confirmed one kept.
+-- Everything is matched by hash (one pass over each table), and new people go in sorted by the bytes of
+-- their address (COLLATE "C"), the order of the address index (text_pattern_ops), whose pages then fill one
+-- after the other. They go in with a plain INSERT, not ON CONFLICT (which costs a speculative insertion per
+-- row): an address that a sign-up commits after this statement's snapshot fails it with a unique violation,
+-- and the import starts again. Existing people whose name and attributes would not change are left out of
+-- the UPDATE.
+-- $1 list id, $2 how many rejected rows to return (all are counted). Returns the counts, and the rejected
+-- rows in order of line as three arrays.
+WITH duplicated AS (
+    SELECT key, min(line) AS first_line FROM import_rows GROUP BY key HAVING count(*) > 1
+), judged AS MATERIALIZED (
+    SELECT staged.line, staged.email, staged.key, staged.name, staged.attributes,
+           subscribers.id AS subscriber_id,
+           CASE
+               WHEN staged.line <> duplicated.first_line THEN 'duplicate of line ' || duplicated.first_line
+               WHEN subscribers.status = 'blocklisted' THEN 'blocklisted: not imported'
+               WHEN suppressions.reason IS NOT NULL
+                   THEN 'suppressed (' || replace(suppressions.reason, '_', ' ') || '): not imported'
+               WHEN subscriptions.status = 'unsubscribed'
+                   THEN 'unsubscribed from this list: not subscribed again'
+           END AS refusal,
+           staged.name <> subscribers.name
+               OR subscribers.attributes || staged.attributes <> subscribers.attributes AS changed,
+           coalesce(subscriptions.status = 'confirmed', false) AS confirmed
+    FROM import_rows AS staged
+    LEFT JOIN duplicated ON duplicated.key = staged.key
+    LEFT JOIN subscribers ON lower(subscribers.email) = staged.key
+    LEFT JOIN suppressions ON lower(suppressions.email) = staged.key
+    LEFT JOIN subscriptions ON subscriptions.subscriber_id = subscribers.id AND subscriptions.list_id = $1
+), inserted AS (
+    INSERT INTO subscribers (email, name, attributes)
+    SELECT email, coalesce(name, ''), coalesce(attributes, '{}') FROM judged
+    WHERE refusal IS NULL AND subscriber_id IS NULL
+    ORDER BY key COLLATE "C"
+    RETURNING id
+), updated AS (
+    UPDATE subscribers SET
+        name = coalesce(judged.name, subscribers.name),
+        attributes = subscribers.attributes || coalesce(judged.attributes, '{}'),
         updated_at = now()
-    WHERE (excluded.name <> '' AND excluded.name <> existing.name)
-       OR existing.attributes || excluded.attributes <> existing.attributes
-    RETURNING existing.id, existing.xmax = 0 AS inserted
-), people AS (
-    SELECT id FROM upserted WHERE inserted
-    UNION ALL
-    SELECT subscribers.id FROM import_rows JOIN subscribers ON lower(subscribers.email) = lower(import_rows.email)
+    FROM judged
+    WHERE subscribers.id = judged.subscriber_id AND judged.refusal IS NULL AND judged.changed
 ), subscribed AS (
     INSERT INTO subscriptions (subscriber_id, list_id, status, confirmed_at, source)
-    SELECT id, $1, 'confirmed', now(), 'import' FROM people
+    SELECT id, $1, 'confirmed', now(), 'import' FROM inserted
+    RETURNING 1
+), confirmed AS (
+    INSERT INTO subscriptions AS existing (subscriber_id, list_id, status, confirmed_at, source)
+    SELECT subscriber_id, $1, 'confirmed', now(), 'import' FROM judged
+    WHERE refusal IS NULL AND subscriber_id IS NOT NULL AND NOT confirmed
     ON CONFLICT (subscriber_id, list_id) DO UPDATE SET
         status = 'confirmed', confirmed_at = now(), source = 'import', updated_at = now()
-    WHERE subscriptions.status = 'pending'
+    WHERE existing.status = 'pending'
     RETURNING 1
+), counted AS (
+    SELECT count(*) FILTER (WHERE refusal IS NULL AND subscriber_id IS NOT NULL) AS updated,
+           count(*) FILTER (WHERE refusal IS NOT NULL) AS rejected
+    FROM judged
+), rejected AS (
+    SELECT line, email, refusal FROM judged WHERE refusal IS NOT NULL ORDER BY line LIMIT $2
 )
-SELECT (SELECT count(*) FROM upserted WHERE inserted) AS inserted, (SELECT count(*) FROM subscribed) AS subscribed;
+SELECT (SELECT count(*) FROM subscribed) AS inserted, counted.updated,
+       (SELECT count(*) FROM subscribed) + (SELECT count(*) FROM confirmed) AS subscribed, counted.rejected,
+       (SELECT coalesce(array_agg(line ORDER BY line), '{}') FROM rejected) AS lines,
+       (SELECT coalesce(array_agg(email ORDER BY line), '{}') FROM rejected) AS emails,
+       (SELECT coalesce(array_agg(refusal ORDER BY line), '{}') FROM rejected) AS reasons
+FROM counted;
 
 -- name: export_subscribers
 -- One row per subscription, and one for each person without any; $1 list id, $2 status (the subscriber's,
