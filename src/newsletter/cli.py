@@ -143,7 +143,6 @@ def users() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input (first line).")
 def users_create(email: str, password_stdin: bool) -> None:
     """Create an admin user; the password is asked for twice, or read from standard input."""
-    from newsletter.app import apply_migrations, create_pool, database
     from newsletter.domain.subscriber import InvalidInput, SubscriberEmail
     from newsletter.services.accounts import create_user
     from newsletter.services.errors import Conflict, Invalid
@@ -158,17 +157,11 @@ def users_create(email: str, password_stdin: bool) -> None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     settings = _settings()
 
-    async def go() -> None:
-        async with database(settings) as url:
-            pool = await create_pool(url, settings)
-            try:
-                await apply_migrations(pool)
-                await create_user(pool, address, password)
-            finally:
-                await pool.close()
+    async def go(connection: Any) -> None:
+        await create_user(connection, address, password)
 
     try:
-        _run(go())
+        _run(_with_connection(settings, go))
     except (Conflict, Invalid) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"Created admin user {address.value}; log in at {settings.base_url}/admin")

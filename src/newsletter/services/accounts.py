@@ -60,7 +60,9 @@ def check_new_password(password: str, confirmation: str) -> None:
         raise Invalid(f"A password has at most {PASSWORD_MAX_LENGTH} characters.")
 
 
-async def create_user(pool: asyncpg.Pool, email: SubscriberEmail, password: str) -> AdminUser:
+async def create_user(
+    pool: asyncpg.Pool | asyncpg.Connection, email: SubscriberEmail, password: str
+) -> AdminUser:
     check_new_password(password, password)
     hashed = await asyncio.to_thread(_hash, password)
     user_id = await pool.fetchval(query("admin_user_insert"), email.value, hashed)
