@@ -514,3 +514,31 @@ async def test_pause_parks_a_delivery_waiting_for_its_retry(app: TestApp, admin:
     await app.dispatch_all_pending()
     assert len(app.smtp.to(readers[1])) == 1
     assert (await admin.get(f"/issues/{issue_id}")).json()["status"] == "sent"
+
+
+async def test_an_issue_whose_ids_are_interleaved_with_other_emails_is_sent_in_full(
+    database_url: str, smtp: SMTPServer
+) -> None:
+    """Claims read a window of ids behind the issue's cursor (twice the batch); emails queued by other
+    requests during a fan-out take ids inside the issue's range, so a window can hold none of the issue's
+    deliveries. Such a window moves the cursor and the claim goes on: the send must not stall there."""
+    async with spawn_app(database_url, smtp, worker_batch_size=2) as app:
+        admin = await admin_client(app)
+        await add_confirmed(app.pool, 5, prefix="reader")
+        before = await app.pool.fetchval("SELECT coalesce(max(id), 0) FROM deliveries")
+        for n in range(10):  # 10 confirmations: 5 windows' worth of ids that are not the issue's
+            assert (await app.subscribe(f"newcomer{n}@example.com")).status_code == 202
+        issue_id = await _draft(admin)
+        assert (await admin.post(f"/issues/{issue_id}/send")).status_code == 202
+        # As if the confirmations had drawn their ids while the fan-out was running.
+        await app.pool.execute("UPDATE issues SET claimed_through = $2 WHERE id = $1", issue_id, before)
+
+        await app.dispatch_all_pending()
+
+        issue = (await admin.get(f"/issues/{issue_id}")).json()
+        assert issue["status"] == "sent"
+        assert issue["counts"]["sent"] == 5
+        for n in range(5):
+            assert len(smtp.to(f"reader{n}@example.com")) == 1
+        for n in range(10):
+            assert len(smtp.to(f"newcomer{n}@example.com")) == 1

@@ -38,6 +38,9 @@ log = structlog.get_logger(__name__)
 DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 LIST_ID = emails.LIST_ID
 SENDING_SHARE_OF_LEASE = 0.75
+# A claim reads a window of ids behind an issue's cursor; a window holding none of the deliveries
+# (other emails queued during its fan-out) claims nothing but moves the cursor, and the next claim goes on.
+EMPTY_WINDOWS_PER_CLAIM = 20
 UNSUBSCRIBE_URL = emails.UNSUBSCRIBE_URL
 
 
@@ -146,6 +149,10 @@ class DeliveryWorker:
         # too late, would go out twice.
         send_until = time.monotonic() + SENDING_SHARE_OF_LEASE * self.settings.lease_seconds
         rows = await self.pool.fetch(query("claim_deliveries"), limit, self.settings.lease_seconds)
+        for _ in range(EMPTY_WINDOWS_PER_CLAIM):
+            if rows or not await self.pool.fetchval(query("any_due")):
+                break
+            rows = await self.pool.fetch(query("claim_deliveries"), limit, self.settings.lease_seconds)
         if not rows:
             return 0
         with tracing.continued("deliver", ((row["traceparent"], row["kind"]) for row in rows)):

@@ -14,23 +14,29 @@ WITH due AS (
 ), wanted AS (
     SELECT $1 - count(*) AS n FROM due
 ), issue AS (
-    SELECT issues.id, issues.claimed_through, issues.last_delivery_id
+    -- A window of ids behind the cursor, twice the batch: an issue's deliveries have consecutive ids unless
+    -- other emails were queued during its fan-out. Bounded, the scan below costs the same whatever the
+    -- planner believes of the table (just after a fan-out its statistics still describe an empty table).
+    SELECT issues.id, issues.claimed_through,
+           least(issues.last_delivery_id, issues.claimed_through + 2 * wanted.n) AS window_end
     FROM issues, wanted
     WHERE issues.status = 'sending' AND issues.claimed_through < issues.last_delivery_id AND wanted.n > 0
     ORDER BY issues.id
     LIMIT 1
     FOR UPDATE OF issues
 ), fresh AS (
-    SELECT d.id FROM deliveries AS d, issue
-    WHERE d.id > issue.claimed_through AND d.id <= issue.last_delivery_id
-      AND d.issue_id = issue.id AND d.status = 'queued' AND d.next_attempt_at IS NULL
+    -- The bounds as scalar subqueries, so that they bound the primary key's range scan (as a join they would
+    -- only filter it).
+    SELECT d.id FROM deliveries AS d
+    WHERE d.id > (SELECT claimed_through FROM issue) AND d.id <= (SELECT window_end FROM issue)
+      AND d.issue_id = (SELECT id FROM issue) AND d.status = 'queued' AND d.next_attempt_at IS NULL
     ORDER BY d.id
     LIMIT (SELECT n FROM wanted)
     FOR UPDATE OF d
 ), advanced AS (
-    -- Fewer rows than asked for: the issue has no fresh delivery left past them.
+    -- Fewer rows than asked for: the window holds no fresh delivery of the issue past them.
     UPDATE issues
-    SET claimed_through = CASE WHEN (SELECT count(*) FROM fresh) < wanted.n THEN issue.last_delivery_id
+    SET claimed_through = CASE WHEN (SELECT count(*) FROM fresh) < wanted.n THEN issue.window_end
                                ELSE (SELECT max(id) FROM fresh) END
     FROM issue, wanted
     WHERE issues.id = issue.id
@@ -40,8 +46,8 @@ WITH due AS (
 UPDATE deliveries AS d
 SET status = 'sending', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $2),
     updated_at = now()
-FROM picked
-WHERE d.id = picked.id
+-- An array of ids, not a join: joined, the planner hashes the whole table (a scan of every delivery per claim).
+WHERE d.id = ANY (ARRAY(SELECT id FROM picked))
 RETURNING d.id, d.kind, d.issue_id, d.subscriber_id, d.list_id, d.recipient, d.attempts,
           coalesce(d.request_id, (SELECT request_id FROM issues WHERE issues.id = d.issue_id)) AS request_id,
           coalesce(d.traceparent, (SELECT traceparent FROM issues WHERE issues.id = d.issue_id)) AS traceparent,
