@@ -67,6 +67,8 @@ class SMTPHandler:
     received: list[ReceivedEmail] = field(default_factory=list)
     next_rcpt_replies: deque[str] = field(default_factory=deque)
     rejected: dict[str, str] = field(default_factory=dict)
+    # The reply to the end of the content, by recipient (a content filter refusing one email, say).
+    refused_content: dict[str, str] = field(default_factory=dict)
     # Real servers (Postfix, Exim) offer PIPELINING; aiosmtpd handles pipelined commands but does not say so.
     pipelining: bool = True
     sessions: int = 0
@@ -89,6 +91,9 @@ class SMTPHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        for address in envelope.rcpt_tos:
+            if address in self.refused_content:
+                return self.refused_content[address]
         self.received.append(
             ReceivedEmail(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
         )

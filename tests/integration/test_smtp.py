@@ -139,3 +139,81 @@ async def test_starttls_and_auth(certificate: tuple[Path, Path], monkeypatch: py
     assert isinstance(refused, Failed) and not refused.permanent, "bad credentials keep the email"
     assert isinstance(without_tls, Failed) and not without_tls.permanent
     assert len(handler.received) == 1
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_each_outcome_of_a_batch_belongs_to_its_own_email(smtp: SMTPServer, pipelining: bool) -> None:
+    """With pipelining the next email's envelope travels with the end of the current one: refusals at every
+    stage, one after another on one connection, must still land on the right email."""
+    smtp.handler.pipelining = pipelining
+    smtp.handler.rejected["nobody@example.com"] = "550 5.1.1 unknown"
+    smtp.handler.rejected["later@example.com"] = "451 4.3.0 later"
+    smtp.handler.refused_content["spam@example.com"] = "554 5.7.1 content refused"
+    addresses = [
+        "first@example.com",
+        "nobody@example.com",
+        "spam@example.com",
+        "later@example.com",
+        "spam@example.com",
+        "last@example.com",
+    ]
+    transport = SMTPTransport(EmailURL.parse(smtp.url), pool_size=1, timeout=5)
+
+    results = await transport.send_batch([email(n, address) for n, address in enumerate(addresses)])
+    await transport.close()
+
+    assert [type(result).__name__ for result in results] == [
+        "Sent",
+        "Failed",
+        "Failed",
+        "Failed",
+        "Failed",
+        "Sent",
+    ]
+    failures = [result for result in results if isinstance(result, Failed)]
+    assert [failure.error[:3] for failure in failures] == ["550", "554", "451", "554"]
+    assert [failure.permanent for failure in failures] == [True, True, False, True]
+    assert failures[0].recipient_rejected and not failures[1].recipient_rejected
+    assert [m.recipients for m in smtp.received] == [["first@example.com"], ["last@example.com"]]
+    assert smtp.handler.sessions == 1
+
+
+async def test_a_session_the_server_closes_after_each_email_loses_and_repeats_nothing() -> None:
+    """A server that ends the session after each email (as some do after a message limit), while the client
+    has already announced the next envelope: that email, whose content never went out, is sent on a new
+    session, once."""
+    received: list[bytes] = []
+    sessions = 0
+
+    async def one_email_per_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sessions
+        sessions += 1
+        writer.write(b"220 ready\r\n")
+        while line := await reader.readline():
+            command = line.upper()
+            if command.startswith(b"EHLO"):
+                writer.write(b"250-limited\r\n250 PIPELINING\r\n")
+            elif command.startswith(b"DATA"):
+                writer.write(b"354 go on\r\n")
+                await writer.drain()
+                content = await reader.readuntil(b"\r\n.\r\n")
+                received.append(content)
+                writer.write(b"250 2.0.0 queued\r\n421 4.7.0 one per session, bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(one_email_per_session, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = SMTPTransport(EmailURL.parse(f"smtp://127.0.0.1:{port}"), pool_size=1, timeout=5)
+
+    results = await transport.send_batch([email(n, f"r{n}@example.com") for n in range(4)])
+    await transport.close()
+    server.close()
+
+    assert all(isinstance(result, Sent) for result in results), results
+    assert len(received) == 4
+    assert sessions == 4

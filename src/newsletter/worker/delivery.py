@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -150,7 +150,7 @@ class DeliveryWorker:
         send_until = time.monotonic() + SENDING_SHARE_OF_LEASE * self.settings.lease_seconds
         rows = await self.pool.fetch(query("claim_deliveries"), limit, self.settings.lease_seconds)
         for _ in range(EMPTY_WINDOWS_PER_CLAIM):
-            if rows or not await self.pool.fetchval(query("any_due")):
+            if rows or not await self._any_due():
                 break
             rows = await self.pool.fetch(query("claim_deliveries"), limit, self.settings.lease_seconds)
         if not rows:
@@ -174,7 +174,8 @@ class DeliveryWorker:
         return total
 
     async def housekeeping(self) -> None:
-        reclaimed = await self.pool.fetch(query("reclaim_expired_leases"))
+        async with self._planned_now() as conn:
+            reclaimed = await conn.fetch(query("reclaim_expired_leases"))
         if reclaimed:
             telemetry.LEASES_RECLAIMED.inc(len(reclaimed))
             log.warning("expired leases reclaimed", deliveries=len(reclaimed))
@@ -185,10 +186,25 @@ class DeliveryWorker:
             self._next_purge = time.monotonic() + 3600
         await self.pool.execute(query("purge_rate_limits"))
         await self.pool.execute(query("purge_idempotency_keys"))
-        stats = await self.pool.fetchrow(query("queue_stats"))
+        async with self._planned_now() as conn:
+            stats = await conn.fetchrow(query("queue_stats"))
         if stats is not None:
             telemetry.QUEUE_DEPTH.set(stats["depth"])
             telemetry.QUEUE_OLDEST_AGE.set(stats["oldest_age"])
+
+    @contextlib.asynccontextmanager
+    async def _planned_now(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection whose statements are planned for the tables as they are now. A statement prepared
+        while `deliveries` was empty keeps a plan that reads the whole table until the next ANALYZE, which
+        comes a minute or so after a fan-out of a million rows; for these statements that look for a few
+        rows once a second, planning each time costs less."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            yield conn
+
+    async def _any_due(self) -> bool:
+        async with self._planned_now() as conn:
+            return bool(await conn.fetchval(query("any_due")))
 
     async def _keep_house(self) -> None:
         while not self._closing.is_set():
@@ -206,7 +222,7 @@ class DeliveryWorker:
         rates = self._send_rates
         if not rates:
             return wanted
-        if not await self.pool.fetchval(query("any_due")):
+        if not await self._any_due():
             return 0
         count = max(1, min(wanted, int(min(rates.values()))))
         waits = [
@@ -317,26 +333,15 @@ class DeliveryWorker:
     async def _record(self, outcomes: list[Outcome]) -> None:
         """Write the outcomes, retrying while the database is away: an unrecorded send would be sent again."""
         deadline = time.monotonic() + self.settings.lease_seconds
+        rejected = [o for o in outcomes if o.suppress]
         while True:
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await conn.execute(
-                        query("record_outcomes"),
-                        [o.claimed["id"] for o in outcomes],
-                        [o.claimed["attempts"] for o in outcomes],
-                        [o.status for o in outcomes],
-                        [o.error for o in outcomes],
-                        [o.provider_id for o in outcomes],
-                        [o.delay for o in outcomes],
-                    )
-                    rejected = [o for o in outcomes if o.suppress]
-                    if rejected:
-                        await conn.execute(
-                            query("suppress_addresses"),
-                            [o.claimed["recipient"] for o in rejected],
-                            [o.error or "" for o in rejected],
-                            "hard_bounce",
-                        )
+                async with self.pool.acquire() as conn:
+                    if rejected:  # the refused addresses are suppressed in the same transaction
+                        async with conn.transaction():
+                            await self._write_outcomes(conn, outcomes, rejected)
+                    else:  # one statement commits by itself
+                        await self._write_outcomes(conn, outcomes, rejected)
                 break
             except DATABASE_ERRORS as error:
                 if time.monotonic() > deadline:
@@ -344,6 +349,27 @@ class DeliveryWorker:
                 log.warning("cannot record outcomes yet, retrying", error=str(error))
                 await asyncio.sleep(0.5)
         self._log_batch(outcomes)
+
+    @staticmethod
+    async def _write_outcomes(
+        conn: asyncpg.Connection, outcomes: list[Outcome], rejected: list[Outcome]
+    ) -> None:
+        await conn.execute(
+            query("record_outcomes"),
+            [o.claimed["id"] for o in outcomes],
+            [o.claimed["attempts"] for o in outcomes],
+            [o.status for o in outcomes],
+            [o.error for o in outcomes],
+            [o.provider_id for o in outcomes],
+            [o.delay for o in outcomes],
+        )
+        if rejected:
+            await conn.execute(
+                query("suppress_addresses"),
+                [o.claimed["recipient"] for o in rejected],
+                [o.error or "" for o in rejected],
+                "hard_bounce",
+            )
 
     def _log_batch(self, outcomes: list[Outcome]) -> None:
         counts = Counter(outcome.status for outcome in outcomes)
