@@ -45,7 +45,6 @@ class SMTPConnection:
         self.writer = writer
         self.extensions: set[str] = set()
         self.auth_mechanisms: set[str] = set()
-        self.then_sent = False
         self.content_sent = False
 
     @classmethod
@@ -102,14 +101,13 @@ class SMTPConnection:
         """Send one message; returns the server's final reply, raises SMTPError with the failing stage.
 
         `announced`: this email's envelope already went out (as the `then` of the previous send). `then`: a
-        pipelined envelope written with the end of this message's content; `self.then_sent` tells whether it
-        went out, in which case its replies follow this message's final reply."""
-        self.then_sent = self.content_sent = False
+        pipelined envelope written with the end of this message's content; it went out if `self.content_sent`,
+        and its replies then follow this message's final reply."""
+        self.content_sent = False
         mail, rcpt = self.envelope(sender, recipient)
-        if announced:
-            replies = [await self._reply(), await self._reply(), await self._reply()]
-        elif self.pipelining:
-            self.writer.write(mail + rcpt + b"DATA\r\n")
+        if announced or self.pipelining:
+            if not announced:
+                self.writer.write(mail + rcpt + b"DATA\r\n")
             replies = [await self._reply(), await self._reply(), await self._reply()]
         else:
             replies = []
@@ -134,7 +132,6 @@ class SMTPConnection:
             body += CRLF
         self.content_sent = True
         self.writer.writelines((body, b".\r\n" + then))
-        self.then_sent = bool(then)
         final = await self._reply()
         if final.code != 250:
             raise SMTPError("data", final.code, final.message)
@@ -275,7 +272,7 @@ class SMTPTransport:
                             results[index] = classify_smtp_error(error)
                     # An envelope that went out on a session now closed had no content after it, so nothing
                     # was delivered: it is sent afresh.
-                    announced = following is not None and connection is not None and connection.then_sent
+                    announced = following is not None and connection is not None and connection.content_sent
             finally:
                 if connection is not None:
                     self._idle.append(connection)
@@ -304,27 +301,8 @@ class SMTPTransport:
             connection.close()
 
     async def send(self, email: OutgoingEmail) -> SendResult:
-        async with self._slots:
-            return await self._send(email, self.timeout)
-
-    async def _send(self, email: OutgoingEmail, seconds: float) -> SendResult:
-        connection: SMTPConnection | None = None
-        try:
-            async with asyncio.timeout(seconds):
-                connection = await self._checkout()
-                reply = await connection.send(email.envelope_from, email.recipient, email.message)
-        except SMTPError as error:
-            if connection is not None and error.stage != "connect" and connection.is_open:
-                self._idle.append(connection)  # the server answered and the session was reset: reusable
-            elif connection is not None:
-                connection.close()
-            return classify_smtp_error(error)
-        except (OSError, TimeoutError, EOFError, asyncio.IncompleteReadError, ssl.SSLError) as error:
-            if connection is not None:
-                connection.close()
-            return classify_smtp_error(error)
-        self._idle.append(connection)
-        return Sent(reply[:500] or None)
+        [result] = await self.send_batch([email])
+        return result
 
     async def _checkout(self) -> SMTPConnection:
         while self._idle:
