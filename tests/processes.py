@@ -92,6 +92,14 @@ async def postgresql_of_its_own(directory: Path) -> AsyncIterator[tuple[str, Any
         stop_embedded(server)
 
 
+def saw_outage(log: str) -> bool:
+    """Whether worker logs show a database outage. A lane with a statement in flight logs it; one that was
+    sending meanwhile only meets connections that the pool has already replaced, and the pool logs its own
+    attempts to reconnect."""
+    signs = ("database unavailable", "cannot record outcomes yet", "Failed to restore the pool connection")
+    return any(sign in log for sign in signs)
+
+
 def restart_postgresql(server: Any) -> None:
     """Restart the server as an operator would (`pg_ctl restart`, fast mode: every connection is dropped)."""
     from pgserver._commands import pg_ctl
