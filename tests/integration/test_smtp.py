@@ -86,6 +86,52 @@ async def test_non_ascii_recipients_use_smtputf8(smtp: SMTPServer) -> None:
     assert smtp.received[0].recipients == ["jürgen@example.com"]
 
 
+async def test_a_relay_without_smtputf8_fails_non_ascii_addresses_without_suppressing_them() -> None:
+    """Our relay's limit is not the recipient's refusal: the email fails (retrying the same relay cannot
+    help) but the address is not marked rejected, so it is not suppressed; the others go out."""
+    recipients: list[str] = []
+
+    async def ascii_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 ready\r\n")
+        while line := await reader.readline():
+            command = line.upper()
+            if command.startswith(b"EHLO"):
+                writer.write(b"250-old relay\r\n250 PIPELINING\r\n")
+            elif command.startswith(b"RCPT"):
+                recipients.append(line.decode())
+                writer.write(b"250 ok\r\n")
+            elif command.startswith(b"DATA"):
+                writer.write(b"354 go on\r\n")
+                await writer.drain()
+                await reader.readuntil(b"\r\n.\r\n")
+                writer.write(b"250 2.0.0 queued\r\n")
+            elif command.startswith(b"QUIT"):
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(ascii_only, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = SMTPTransport(EmailURL.parse(f"smtp://127.0.0.1:{port}"), pool_size=1, timeout=5)
+
+    results = await transport.send_batch(
+        [email(1, "ada@example.com"), email(2, "jürgen@example.com"), email(3, "grace@example.com")]
+    )
+    await transport.close()
+    server.close()
+
+    assert isinstance(results[0], Sent) and isinstance(results[2], Sent)
+    refused = results[1]
+    assert isinstance(refused, Failed) and refused.permanent and not refused.recipient_rejected
+    assert "SMTPUTF8" in refused.error
+    carried = [line.split("<")[1].split(">")[0] for line in recipients]
+    assert carried == ["ada@example.com", "grace@example.com"]
+
+
 class Authenticator:
     def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
         ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"mailer", b"s3cret:pass")
@@ -178,42 +224,58 @@ async def test_each_outcome_of_a_batch_belongs_to_its_own_email(smtp: SMTPServer
     assert smtp.handler.sessions == 1
 
 
-async def test_a_session_the_server_closes_after_each_email_loses_and_repeats_nothing() -> None:
-    """A server that ends the session after each email (as some do after a message limit), while the client
-    has already announced the next envelope: that email, whose content never went out, is sent on a new
-    session, once."""
-    received: list[bytes] = []
+def tagged(n: int) -> OutgoingEmail:
+    """An email whose content names its recipient, so that a message under someone else's envelope shows."""
+    recipient = f"r{n}@example.com"
+    content = f"To: {recipient}\r\n\r\nfor {recipient}\r\n".encode()
+    return OutgoingEmail(n, "a@example.com", recipient, content)
+
+
+@pytest.mark.parametrize("closing", ["every session", "the first session"])
+async def test_a_session_the_server_closes_after_an_email_loses_and_repeats_nothing(closing: str) -> None:
+    """A server that ends a session after one email (as some do after a message limit, or an idle pooled
+    session closed with a 421), while the client has already announced the next envelope: that email, whose
+    content never went out, is sent on a new session, once, and every content goes out under its own
+    recipient's envelope."""
+    received: list[tuple[str, str]] = []  # (envelope recipient, the recipient the content was written for)
     sessions = 0
 
-    async def one_email_per_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def limited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal sessions
         sessions += 1
+        limit = closing == "every session" or sessions == 1
+        recipient = ""
         writer.write(b"220 ready\r\n")
         while line := await reader.readline():
             command = line.upper()
             if command.startswith(b"EHLO"):
                 writer.write(b"250-limited\r\n250 PIPELINING\r\n")
+            elif command.startswith(b"RCPT"):
+                recipient = line.decode().split("<", 1)[1].split(">", 1)[0]
+                writer.write(b"250 ok\r\n")
             elif command.startswith(b"DATA"):
                 writer.write(b"354 go on\r\n")
                 await writer.drain()
                 content = await reader.readuntil(b"\r\n.\r\n")
-                received.append(content)
-                writer.write(b"250 2.0.0 queued\r\n421 4.7.0 one per session, bye\r\n")
-                await writer.drain()
-                break
+                received.append((recipient, content.split(b"for ", 1)[1].split(b"\r\n", 1)[0].decode()))
+                if limit:
+                    writer.write(b"250 2.0.0 queued\r\n421 4.7.0 one per session, bye\r\n")
+                    await writer.drain()
+                    break
+                writer.write(b"250 2.0.0 queued\r\n")
             else:
                 writer.write(b"250 ok\r\n")
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(one_email_per_session, "127.0.0.1", 0)
+    server = await asyncio.start_server(limited, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     transport = SMTPTransport(EmailURL.parse(f"smtp://127.0.0.1:{port}"), pool_size=1, timeout=5)
 
-    results = await transport.send_batch([email(n, f"r{n}@example.com") for n in range(4)])
+    results = await transport.send_batch([tagged(n) for n in range(5)])
     await transport.close()
     server.close()
 
     assert all(isinstance(result, Sent) for result in results), results
-    assert len(received) == 4
-    assert sessions == 4
+    assert sorted(received) == [(f"r{n}@example.com", f"r{n}@example.com") for n in range(5)]
+    assert sessions == (5 if closing == "every session" else 2)

@@ -85,7 +85,9 @@ class SMTPConnection:
             raise SMTPError("rcpt", 553, "address contains characters SMTP cannot carry")
         utf8 = not (sender.isascii() and recipient.isascii())
         if utf8 and "SMTPUTF8" not in self.extensions:
-            raise SMTPError("rcpt", 553, "non-ASCII address and the server does not offer SMTPUTF8")
+            # A limit of our relay, not a refusal of the address by its mailbox's server: failed, not
+            # suppressed (stage "mail"), so that it can be retried through a relay that offers SMTPUTF8.
+            raise SMTPError("mail", 553, "non-ASCII address and the server does not offer SMTPUTF8")
         mail = f"MAIL FROM:<{sender}>{' SMTPUTF8' if utf8 else ''}\r\n".encode()
         return mail, f"RCPT TO:<{recipient}>\r\n".encode()
 
@@ -242,9 +244,7 @@ class SMTPTransport:
                             if connection is None:
                                 connection = await self._checkout()
                             if connection.pipelining and not expired(deadline):
-                                following, then = self._announce(connection, emails, waiting, results)
-                                if following is not None:
-                                    mine.append(following)
+                                following, then = self._announce(connection, emails, mine, waiting, results)
                             reply = await connection.send(
                                 email.envelope_from,
                                 email.recipient,
@@ -281,17 +281,28 @@ class SMTPTransport:
     def _announce(
         connection: SMTPConnection,
         emails: Sequence[OutgoingEmail],
+        mine: deque[int],
         waiting: Iterator[int],
         results: list[SendResult | None],
     ) -> tuple[int | None, bytes]:
-        """The next email for this connection and its pipelined envelope; emails whose addresses the session
-        cannot carry are failed on the way."""
+        """The email this connection sends next and its pipelined envelope. It is the first of `mine` when the
+        connection already holds one (an email started again after a lost session), else the next waiting
+        one, added to `mine`; waiting emails whose addresses the session cannot carry are failed on the way.
+        The envelope announced is always that of the email sent next."""
+        if mine:
+            index = mine[0]
+            try:
+                mail, rcpt = connection.envelope(emails[index].envelope_from, emails[index].recipient)
+            except SMTPError:
+                return None, b""  # not announced: it fails on its own turn
+            return index, mail + rcpt + b"DATA\r\n"
         for index in waiting:
             try:
                 mail, rcpt = connection.envelope(emails[index].envelope_from, emails[index].recipient)
             except SMTPError as error:
                 results[index] = classify_smtp_error(error)
                 continue
+            mine.append(index)
             return index, mail + rcpt + b"DATA\r\n"
         return None, b""
 
