@@ -8,7 +8,7 @@ import email.policy
 import re
 import socket
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -72,6 +72,8 @@ class SMTPHandler:
     # Real servers (Postfix, Exim) offer PIPELINING; aiosmtpd handles pipelined commands but does not say so.
     pipelining: bool = True
     sessions: int = 0
+    # Run once, on the server's thread, at the next RCPT: something that happens while an email is in flight.
+    on_next_rcpt: Callable[[], None] | None = None
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -83,6 +85,9 @@ class SMTPHandler:
         return responses
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if self.on_next_rcpt is not None:
+            hook, self.on_next_rcpt = self.on_next_rcpt, None
+            hook()
         if address in self.rejected:
             return self.rejected[address]
         if self.next_rcpt_replies:

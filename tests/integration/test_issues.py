@@ -542,3 +542,132 @@ async def test_an_issue_whose_ids_are_interleaved_with_other_emails_is_sent_in_f
             assert len(smtp.to(f"reader{n}@example.com")) == 1
         for n in range(10):
             assert len(smtp.to(f"newcomer{n}@example.com")) == 1
+
+
+def while_in_flight(app: TestApp, admin: AdminClient, path: str) -> None:
+    """Posts `path` (a pause, a cancel) from inside the SMTP server while the worker's batch is being sent,
+    between its claim and its record."""
+    loop = asyncio.get_running_loop()
+
+    def post() -> None:
+        response = asyncio.run_coroutine_threadsafe(admin.post(path), loop).result(timeout=10)
+        assert response.status_code == 202, response.text
+
+    app.smtp.handler.on_next_rcpt = post
+
+
+async def test_an_issue_paused_while_its_last_deliveries_are_sent_is_sent(
+    app: TestApp, admin: AdminClient
+) -> None:
+    await add_confirmed(app.pool, 3)
+    issue_id = await _draft(admin)
+    await admin.post(f"/issues/{issue_id}/send")
+    while_in_flight(app, admin, f"/issues/{issue_id}/pause")
+
+    await app.dispatch_all_pending()
+
+    assert app.smtp.handler.on_next_rcpt is None  # the pause happened
+    issue = (await admin.get(f"/issues/{issue_id}")).json()
+    assert len(app.smtp.received) == 3
+    assert issue["status"] == "sent" and issue["finished_at"] is not None
+    assert issue["counts"]["sent"] == 3 and issue["counts"]["pending"] == 0
+
+
+async def test_a_delivery_in_flight_when_its_issue_is_paused_waits_to_be_retried_until_resume(
+    app: TestApp, admin: AdminClient
+) -> None:
+    readers = await add_confirmed(app.pool, 3)
+    app.smtp.handler.rejected.update({reader: "451 4.3.0 try again later" for reader in readers})
+    issue_id = await _draft(admin)
+    await admin.post(f"/issues/{issue_id}/send")
+    while_in_flight(app, admin, f"/issues/{issue_id}/pause")
+
+    await app.dispatch_all_pending()
+    app.smtp.handler.rejected.clear()
+    # Their retries come due; the issue is still paused.
+    await app.pool.execute(
+        "UPDATE deliveries SET next_attempt_at = now() WHERE next_attempt_at <> 'infinity'"
+    )
+    await app.dispatch_all_pending()
+
+    assert app.smtp.received == []
+    parked = await app.pool.fetch(
+        "SELECT status, next_attempt_at = 'infinity' AS parked FROM deliveries WHERE issue_id = $1", issue_id
+    )
+    assert [tuple(row) for row in parked] == [("queued", True)] * 3
+    assert (await admin.get(f"/issues/{issue_id}")).json()["status"] == "paused"
+    await admin.post(f"/issues/{issue_id}/resume")
+    await app.dispatch_all_pending()
+    assert sorted(address for email in app.smtp.received for address in email.recipients) == sorted(readers)
+    assert (await admin.get(f"/issues/{issue_id}")).json()["status"] == "sent"
+
+
+async def test_a_delivery_in_flight_when_its_issue_is_cancelled_is_not_retried(
+    app: TestApp, admin: AdminClient
+) -> None:
+    readers = await add_confirmed(app.pool, 3)
+    app.smtp.handler.rejected.update({reader: "451 4.3.0 try again later" for reader in readers})
+    issue_id = await _draft(admin)
+    await admin.post(f"/issues/{issue_id}/send")
+    while_in_flight(app, admin, f"/issues/{issue_id}/cancel")
+
+    await app.dispatch_all_pending()
+    app.smtp.handler.rejected.clear()
+    await app.pool.execute("UPDATE deliveries SET next_attempt_at = now() WHERE status = 'queued'")
+    await app.dispatch_all_pending()
+
+    assert app.smtp.received == []
+    issue = (await admin.get(f"/issues/{issue_id}")).json()
+    assert issue["status"] == "cancelled" and issue["finished_at"] is not None
+    assert issue["counts"]["cancelled"] == 3 and issue["counts"]["pending"] == 0
+    rows = await app.pool.fetch("SELECT status, last_error FROM deliveries WHERE issue_id = $1", issue_id)
+    assert {row["status"] for row in rows} == {"cancelled"}
+    assert all(row["last_error"].startswith("issue cancelled (last attempt: 451") for row in rows)
+
+
+async def test_retry_failed_on_a_paused_issue_waits_for_resume(app: TestApp, admin: AdminClient) -> None:
+    readers = await add_confirmed(app.pool, 3)
+    app.settings.worker_batch_size = 1
+    app.smtp.handler.rejected[readers[2]] = "554 5.7.1 rejected for policy reasons"
+    issue_id = await _draft(admin)
+    await admin.post(f"/issues/{issue_id}/send")
+    await app.worker.dispatch_once()
+    await app.worker.dispatch_once()
+    await app.worker.dispatch_once()
+    await app.pool.execute("DELETE FROM suppressions")
+    del app.smtp.handler.rejected[readers[2]]
+    await app.pool.execute("UPDATE issues SET status = 'paused' WHERE id = $1", issue_id)
+
+    retried = await admin.post(f"/issues/{issue_id}/retry-failed")
+    await app.dispatch_all_pending()
+
+    assert retried.json() == {"retried": 1}
+    assert app.smtp.to(readers[2]) == []
+    await admin.post(f"/issues/{issue_id}/resume")
+    await app.dispatch_all_pending()
+    assert len(app.smtp.to(readers[2])) == 1
+    assert (await admin.get(f"/issues/{issue_id}")).json()["status"] == "sent"
+
+
+async def test_a_lease_reclaimed_after_its_issue_was_cancelled_is_not_sent(
+    app: TestApp, admin: AdminClient
+) -> None:
+    """A worker died holding deliveries; the issue was cancelled before the leases expired."""
+    await add_confirmed(app.pool, 3)
+    issue_id = await _draft(admin)
+    await admin.post(f"/issues/{issue_id}/send")
+    await app.pool.execute(
+        "UPDATE deliveries SET status = 'sending', attempts = 1, lease_until = now() - interval '1 second'"
+        " WHERE issue_id = $1",
+        issue_id,
+    )
+    await app.pool.execute("UPDATE issues SET claimed_through = last_delivery_id WHERE id = $1", issue_id)
+    assert (await admin.post(f"/issues/{issue_id}/cancel")).status_code == 202
+
+    await app.worker.housekeeping()
+    await app.dispatch_all_pending()
+
+    assert app.smtp.received == []
+    issue = (await admin.get(f"/issues/{issue_id}")).json()
+    assert issue["status"] == "cancelled"
+    assert issue["counts"]["cancelled"] == 3 and issue["counts"]["pending"] == 0

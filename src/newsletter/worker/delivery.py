@@ -244,6 +244,11 @@ class DeliveryWorker:
             elif not row["still_wanted"]:
                 # Confirmed by an earlier email, unsubscribed or erased since this one was queued.
                 batch.outcomes.append(Outcome(row, "cancelled", "no longer subscribed"))
+            elif row["issue_status"] == "cancelled":
+                batch.outcomes.append(Outcome(row, "cancelled", "issue cancelled"))
+            elif row["issue_status"] == "paused":
+                # Recorded as waiting: the record parks it with the issue's others until it resumes.
+                batch.outcomes.append(Outcome(row, "queued", "issue paused", delay=0.0))
             elif row["kind"] == "confirmation":
                 confirmations.append((row, Token.generate()))
             else:

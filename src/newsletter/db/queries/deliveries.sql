@@ -52,6 +52,10 @@ RETURNING d.id, d.kind, d.issue_id, d.subscriber_id, d.list_id, d.recipient, d.a
           coalesce(d.request_id, (SELECT request_id FROM issues WHERE issues.id = d.issue_id)) AS request_id,
           coalesce(d.traceparent, (SELECT traceparent FROM issues WHERE issues.id = d.issue_id)) AS traceparent,
           extract(epoch FROM now() - d.created_at)::float8 AS age_seconds,
+          -- A newsletter delivery due again (a retry, a reclaimed lease) may belong to an issue paused or
+          -- cancelled since; fresh ones are only claimed from sending issues.
+          CASE WHEN d.kind = 'newsletter' AND d.next_attempt_at IS NOT NULL THEN
+              (SELECT status FROM issues WHERE issues.id = d.issue_id) END AS issue_status,
           (SELECT name FROM lists WHERE lists.id = d.list_id) AS list_name,
           (SELECT slug FROM lists WHERE lists.id = d.list_id) AS list_slug,
           CASE WHEN d.kind = 'confirmation' THEN
@@ -85,20 +89,31 @@ JOIN subscriptions USING (subscriber_id, list_id);
 -- name: record_outcomes
 -- Settles a batch in one statement and moves the issues' progress counters with it. A row is only settled by
 -- the attempt that claimed it: a worker whose lease expired and was reclaimed cannot overwrite the newer
--- attempt's outcome. The issue becomes 'sent' when its last delivery settles.
+-- attempt's outcome. A newsletter delivery to be retried whose issue was paused while it was being sent is
+-- parked as the pause parks the others (at the end of time, until the issue resumes); one whose issue was
+-- cancelled meanwhile is cancelled. The issue becomes 'sent' when its last delivery settles, also when it
+-- was paused while its last deliveries were being sent: nothing is left to hold.
 -- $1 ids, $2 attempts, $3 statuses, $4 errors, $5 provider ids, $6 retry delays in seconds.
-WITH settled AS (
+WITH outcome AS (
+    SELECT outcome.*,
+           CASE WHEN outcome.status = 'queued' THEN
+               (SELECT issues.status FROM deliveries JOIN issues ON issues.id = deliveries.issue_id
+                WHERE deliveries.id = outcome.id AND deliveries.kind = 'newsletter') END AS halted
+    FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::float8[])
+         AS outcome(id, attempt, status, error, provider_id, delay)
+), settled AS (
     UPDATE deliveries AS d
-    SET status = outcome.status,
-        last_error = outcome.error,
+    SET status = CASE WHEN outcome.halted = 'cancelled' THEN 'cancelled' ELSE outcome.status END,
+        last_error = CASE WHEN outcome.halted = 'cancelled' THEN 'issue cancelled (last attempt: '
+                          || coalesce(outcome.error, '') || ')' ELSE outcome.error END,
         provider_message_id = coalesce(outcome.provider_id, d.provider_message_id),
-        next_attempt_at = CASE WHEN outcome.status = 'queued'
-                               THEN now() + make_interval(secs => outcome.delay) ELSE d.next_attempt_at END,
+        next_attempt_at = CASE WHEN outcome.halted = 'paused' THEN 'infinity'
+                               WHEN outcome.status = 'queued' THEN now() + make_interval(secs => outcome.delay)
+                               ELSE d.next_attempt_at END,
         sent_at = CASE WHEN outcome.status = 'sent' THEN now() ELSE d.sent_at END,
         lease_until = NULL,
         updated_at = now()
-    FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::float8[])
-         AS outcome(id, attempt, status, error, provider_id, delay)
+    FROM outcome
     WHERE d.id = outcome.id AND d.attempts = outcome.attempt AND d.status = 'sending'
     RETURNING d.issue_id, d.kind, d.status
 ), progress AS (
@@ -118,7 +133,7 @@ WITH settled AS (
         suppressed_count = suppressed_count + progress.suppressed,
         cancelled_count = cancelled_count + progress.cancelled,
         pending_count = pending_count - progress.settled,
-        status = CASE WHEN issues.status = 'sending' AND issues.pending_count = progress.settled
+        status = CASE WHEN issues.status IN ('sending', 'paused') AND issues.pending_count = progress.settled
                       THEN 'sent' ELSE issues.status END,
         finished_at = CASE WHEN issues.pending_count = progress.settled THEN now() ELSE issues.finished_at END
     FROM progress

@@ -120,8 +120,12 @@ WITH paused AS (
 SELECT (SELECT count(*) FROM paused) AS changed, (SELECT count(*) FROM parked) AS parked;
 
 -- name: issue_resume
+-- An issue with nothing left to send (its last deliveries settled while it was paused) is sent.
 WITH resumed AS (
-    UPDATE issues SET status = 'sending', updated_at = now()
+    UPDATE issues
+    SET status = CASE WHEN pending_count = 0 THEN 'sent' ELSE 'sending' END,
+        finished_at = CASE WHEN pending_count = 0 THEN coalesce(finished_at, now()) END,
+        updated_at = now()
     WHERE id = $1 AND status = 'paused'
     RETURNING id, first_delivery_id, last_delivery_id
 ), unparked AS (
@@ -158,10 +162,13 @@ WHERE issues.id = target.id
 RETURNING issues.id;
 
 -- name: issue_retry_failed
--- Failed deliveries go back to the claim index, due now, with a fresh attempt budget.
+-- Failed deliveries go back to the claim index, due now, with a fresh attempt budget; parked until the issue
+-- resumes when it is paused.
 WITH retried AS (
     UPDATE deliveries
-    SET status = 'queued', next_attempt_at = now(), attempts = 0, last_error = NULL, updated_at = now()
+    SET status = 'queued', attempts = 0, last_error = NULL, updated_at = now(),
+        next_attempt_at = CASE WHEN (SELECT status FROM issues WHERE id = $1) = 'paused'
+                               THEN 'infinity'::timestamptz ELSE now() END
     WHERE issue_id = $1 AND kind = 'newsletter' AND status = 'failed'
     RETURNING 1
 ), counted AS (
