@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from newsletter.config import EmailURL
-from newsletter.transports.base import Failed, OutgoingEmail, Sent
+from newsletter.transports.base import LEASE_EXPIRED, Failed, OutgoingEmail, Sent
 from newsletter.transports.smtp import SMTPTransport
 from tests.harness import SMTPHandler, SMTPServer, free_port
 
@@ -130,6 +131,48 @@ async def test_a_relay_without_smtputf8_fails_non_ascii_addresses_without_suppre
     assert "SMTPUTF8" in refused.error
     carried = [line.split("<")[1].split(">")[0] for line in recipients]
     assert carried == ["ada@example.com", "grace@example.com"]
+
+
+async def test_near_the_deadline_an_email_is_left_unsent_rather_than_cut_off_after_its_content() -> None:
+    """A slow server (3.2 s to accept each message) and a batch with 4 s left: the first email goes out; the
+    second, already announced, would have its content written with too little time left to hear the answer
+    (a timeout after the content means a copy on the next attempt). It is not started: an email starts only
+    with a quarter of the batch's time left (or 5 s, or its timeout, if less)."""
+    received: list[bytes] = []
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 ready\r\n")
+        while line := await reader.readline():
+            command = line.upper()
+            if command.startswith(b"EHLO"):
+                writer.write(b"250-slow\r\n250 PIPELINING\r\n")
+            elif command.startswith(b"DATA"):
+                writer.write(b"354 go on\r\n")
+                await writer.drain()
+                content = await reader.readuntil(b"\r\n.\r\n")
+                await asyncio.sleep(3.2)
+                received.append(content)
+                writer.write(b"250 2.0.0 queued\r\n")
+            elif command.startswith(b"QUIT"):
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = SMTPTransport(EmailURL.parse(f"smtp://127.0.0.1:{port}"), pool_size=1, timeout=3.8)
+
+    results = await transport.send_batch([tagged(1), tagged(2)], deadline=time.monotonic() + 4)
+    await transport.close()
+    server.close()
+
+    assert isinstance(results[0], Sent)
+    assert results[1] == LEASE_EXPIRED
+    assert len(received) == 1 and b"for r1@example.com" in received[0]
 
 
 class Authenticator:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,11 +25,14 @@ from newsletter.transports.base import (
     Sent,
     SMTPError,
     classify_smtp_error,
-    expired,
     time_left,
 )
 
 CRLF = b"\r\n"
+# An email starts only with this long before the batch's deadline (or less: its whole timeout, or a quarter of
+# the batch's time, if shorter): one started later would likely be cut off after its content went out, and
+# then be sent again.
+MIN_SEND_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +221,12 @@ class SMTPTransport:
         results: list[SendResult | None] = [None] * len(emails)
         waiting = iter(range(len(emails)))
         senders = min(self._pool_size, len(emails))
-        await asyncio.gather(*(self._sender(emails, waiting, results, deadline) for _ in range(senders)))
+        reserve = 0.0
+        if deadline is not None:
+            reserve = min(self.timeout, MIN_SEND_SECONDS, (deadline - time.monotonic()) / 4)
+        await asyncio.gather(
+            *(self._sender(emails, waiting, results, deadline, reserve) for _ in range(senders))
+        )
         return [result for result in results if result is not None]
 
     async def _sender(
@@ -226,8 +235,10 @@ class SMTPTransport:
         waiting: Iterator[int],
         results: list[SendResult | None],
         deadline: float | None,
+        reserve: float,
     ) -> None:
-        """One connection's share of a batch, in order: `mine` holds what it took from `waiting` ahead."""
+        """One connection's share of a batch, in order: `mine` holds what it took from `waiting` ahead. An
+        email starts only with `reserve` seconds left before the deadline."""
         async with self._slots:
             connection: SMTPConnection | None = None
             mine: deque[int] = deque()
@@ -235,7 +246,9 @@ class SMTPTransport:
             started_again: set[int] = set()
             try:
                 while (index := mine.popleft() if mine else next(waiting, None)) is not None:
-                    if not announced and expired(deadline):
+                    if deadline is not None and deadline - time.monotonic() < reserve:
+                        if announced:  # its envelope went out: the session is dropped before its content
+                            connection, announced = self._discard(connection), False
                         results[index] = LEASE_EXPIRED
                         continue
                     email, following, then = emails[index], None, b""
@@ -243,7 +256,7 @@ class SMTPTransport:
                         async with asyncio.timeout(time_left(deadline, self.timeout)):
                             if connection is None:
                                 connection = await self._checkout()
-                            if connection.pipelining and not expired(deadline):
+                            if connection.pipelining:
                                 following, then = self._announce(connection, emails, mine, waiting, results)
                             reply = await connection.send(
                                 email.envelope_from,
