@@ -87,6 +87,23 @@ async def test_transient_failures_give_up_after_the_attempt_limit(database_url: 
         smtp.stop()
 
 
+async def test_an_email_its_batch_had_no_time_for_is_not_failed_by_the_attempt_limit(
+    database_url: str, smtp: SMTPServer
+) -> None:
+    """A claim counts as an attempt; an email its batch never tried (the lease ran out first) must not be
+    failed for reaching the limit: it waits for the next batch."""
+    async with spawn_app(database_url, smtp, max_attempts=1, lease_seconds=0.001) as app:
+        await app.subscribe("ada@example.com")
+        await app.worker.dispatch_once()
+
+        [row] = await app.deliveries("ada@example.com")
+        assert row["status"] == "queued" and "ran out of lease time" in row["last_error"]
+        assert smtp.received == []
+        app.settings.lease_seconds = 30
+        await app.dispatch_all_pending()
+        assert len(smtp.to("ada@example.com")) == 1
+
+
 async def test_an_expired_lease_is_reclaimed_and_sent_once(database_url: str, smtp: SMTPServer) -> None:
     async with spawn_app(database_url, smtp, lease_seconds=0.2) as app:
         await app.subscribe("ada@example.com")

@@ -29,7 +29,7 @@ from newsletter.services.bounces import verp_address
 from newsletter.services.issues import start_due_issues
 from newsletter.services.privacy import purge_unconfirmed
 from newsletter.services.wake import CHANNEL
-from newsletter.transports.base import Failed, OutgoingEmail, SendResult, Sent, Transport
+from newsletter.transports.base import LEASE_EXPIRED, Failed, OutgoingEmail, SendResult, Sent, Transport
 from newsletter.worker.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -326,6 +326,9 @@ class DeliveryWorker:
         if isinstance(result, Sent):
             return Outcome(row, "sent", provider_id=result.provider_message_id)
         assert isinstance(result, Failed)
+        if result is LEASE_EXPIRED:
+            # Not tried (its batch ran out of time): no attempt limit or age can fail it for that.
+            return Outcome(row, "queued", result.error)
         telemetry.TRANSPORT_ERRORS.labels(permanent=str(result.permanent).lower()).inc()
         delay = None
         if not result.permanent and row["age_seconds"] <= self.settings.retry_max_age_seconds:
@@ -359,7 +362,7 @@ class DeliveryWorker:
     async def _write_outcomes(
         conn: asyncpg.Connection, outcomes: list[Outcome], rejected: list[Outcome]
     ) -> None:
-        await conn.execute(
+        settled = await conn.fetchval(
             query("record_outcomes"),
             [o.claimed["id"] for o in outcomes],
             [o.claimed["attempts"] for o in outcomes],
@@ -368,6 +371,13 @@ class DeliveryWorker:
             [o.provider_id for o in outcomes],
             [o.delay for o in outcomes],
         )
+        if settled < len(outcomes):
+            # Their leases expired and were reclaimed (the ledger marks them) before these outcomes could be
+            # written: the newer attempt decides, and an email sent here may go out once more.
+            log.warning(
+                "outcomes recorded too late, after the lease was reclaimed",
+                deliveries=len(outcomes) - settled,
+            )
         if rejected:
             await conn.execute(
                 query("suppress_addresses"),
