@@ -28,6 +28,7 @@ from newsletter.services.wake import Waker
 from newsletter.tracing import configure_tracing, shutdown_tracing
 from newsletter.transports import transport_from_settings
 from newsletter.web import admin, api, public, suppressions, transfer, webhooks
+from newsletter.web.admin import operations
 from newsletter.web.middleware import RequestContextMiddleware
 from newsletter.web.problems import problem
 from newsletter.worker.delivery import DATABASE_ERRORS, DeliveryWorker
@@ -105,7 +106,10 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
-        large_bodies={transfer.IMPORT_PATH: settings.max_import_bytes},
+        large_bodies={
+            transfer.IMPORT_PATH: settings.max_import_bytes,
+            operations.IMPORT_PAGE_PATH: settings.max_import_bytes,
+        },
     )
     return app
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 from tests.admin import AdminBrowser, create_admin, signed_in
@@ -376,3 +378,80 @@ async def test_a_csv_import_reports_its_rejected_rows_and_the_export_downloads(
     assert exported.text.count("@example.com") == 20
     unknown = await browser.get("/admin/export", list="nope")
     assert unknown.status_code == 303
+
+
+async def test_the_import_page_takes_files_larger_than_a_form(app: TestApp, browser: AdminBrowser) -> None:
+    """Forms are limited to 64 KB; the import page's upload has the import's own limit, as the API's has."""
+    csv = b"email,name\n" + b"".join(f"reader{n}@example.com,Reader {n}\n".encode() for n in range(3000))
+    assert len(csv) > 64 * 1024
+
+    imported = await browser.client.post(
+        "/admin/import",
+        data={"csrf_token": await browser.csrf(), "list": "default"},
+        files={"file": ("people.csv", csv, "text/csv")},
+    )
+
+    assert imported.status_code == 200, imported.text[:300]
+    assert "new subscribers: <strong>3000</strong>" in imported.text
+    assert await app.pool.fetchval("SELECT count(*) FROM subscribers") == 3000
+
+
+async def test_an_export_named_with_a_control_character_downloads_and_keeps_no_connection(
+    app: TestApp, browser: AdminBrowser
+) -> None:
+    """The list as the parser normalizes it names the file, not the raw parameter (a header cannot hold a
+    CR); the connection of each download goes back to the pool."""
+    await add_confirmed(app.pool, 2)
+    for _ in range(app.settings.pool_max_size + 2):
+        exported = await browser.get("/admin/export", list="default\r")
+        assert exported.status_code == 200
+        assert exported.text.count("@example.com") == 2
+        assert re.fullmatch(
+            r'attachment; filename="subscribers-default-\d{8}-\d{6}\.csv"',
+            exported.headers["content-disposition"],
+        )
+    async with app.pool.acquire(timeout=3):
+        pass
+
+
+async def test_an_import_that_keeps_racing_sign_ups_says_so_on_the_page(
+    app: TestApp, browser: AdminBrowser, database_url: str
+) -> None:
+    """Two sign-ups of the file's addresses commit while the import waits for each: after its second
+    attempt the page asks to try again (409), as the API does."""
+    token = await browser.csrf()
+    signing_up = [await asyncpg.connect(database_url) for _ in range(2)]
+    watching = await asyncpg.connect(database_url)
+
+    async def import_waits() -> None:
+        for _ in range(200):
+            if await watching.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the import never waited for the sign-up")
+
+    try:
+        for conn, address in zip(signing_up, ("ada@example.com", "grace@example.com"), strict=True):
+            await conn.execute("BEGIN")
+            await conn.execute("INSERT INTO subscribers (email) VALUES ($1)", address)
+        upload = asyncio.ensure_future(
+            browser.client.post(
+                "/admin/import",
+                data={"csrf_token": token, "list": "default"},
+                files={"file": ("people.csv", b"email\nada@example.com\ngrace@example.com\n", "text/csv")},
+            )
+        )
+        for conn in signing_up:
+            await import_waits()
+            await conn.execute("COMMIT")
+        answer = await upload
+    finally:
+        for conn in (*signing_up, watching):
+            await conn.close()
+
+    assert answer.status_code == 409
+    assert "signed up while it was imported; try again" in answer.text
+    assert answer.headers["content-type"].startswith("text/html")

@@ -91,15 +91,21 @@ async def export_subscribers(
     list: Annotated[str | None, Query(max_length=63)] = None,
     status: Literal["active", "blocklisted", "pending", "confirmed", "unsubscribed"] | None = None,
 ) -> Response:
-    pool: asyncpg.Pool = request.app.state.pool
+    try:
+        return await export_response(request.app.state.pool, list_slug=list, status=status)
+    except (NotFound, Invalid) as error:
+        return _service_error(error).response()
+
+
+async def export_response(pool: asyncpg.Pool, *, list_slug: str | None, status: str | None) -> Response:
+    """The subscribers as a streamed CSV download (the API's and the admin page's). Raises NotFound or Invalid
+    for an unknown list or status before anything is sent; the database connection goes back to the pool
+    however the download ends."""
     conn = await pool.acquire()
     # An async generator: closing it stops the COPY.
-    chunks = cast(AsyncGenerator[bytes, None], imports.export_csv(conn, list_slug=list, status=status))
+    chunks = cast(AsyncGenerator[bytes, None], imports.export_csv(conn, list_slug=list_slug, status=status))
     try:
         header = await anext(chunks)
-    except (NotFound, Invalid) as error:
-        await pool.release(conn)
-        return _service_error(error).response()
     except BaseException:
         await pool.release(conn)
         raise
@@ -113,12 +119,16 @@ async def export_subscribers(
         await chunks.aclose()
         await pool.release(conn)
 
-    name = f"subscribers-{_slug(list) or 'all'}-{datetime.now(UTC):%Y%m%d-%H%M%S}.csv"
+    # The list as found (normalized), never the raw parameter: it goes into a header.
+    stem = "-".join(part for part in ("subscribers", _slug(list_slug) or "all", status) if part)
     return _Stream(
         body(),
         release,
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{stem}-{datetime.now(UTC):%Y%m%d-%H%M%S}.csv"',
+            "Cache-Control": "no-store",
+        },
     )
 
 

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Annotated, cast
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import UploadFile
 
 from newsletter.domain.subscriber import InvalidInput, SubscriberEmail, SubscriberName
 from newsletter.services import audience, overview, suppressions
-from newsletter.services.errors import Invalid, NotFound
-from newsletter.services.imports import EXPORT_STATUSES, export_csv, import_csv
+from newsletter.services.errors import Conflict, Invalid, NotFound
+from newsletter.services.imports import EXPORT_STATUSES, import_csv
 from newsletter.web.admin.core import Admin, SignedIn, safe_next
+from newsletter.web.transfer import export_response
 
 router = APIRouter()
 
 PAGE_SIZE = 50
+# The page's CSV upload takes the import's body limit, as the API's does.
+IMPORT_PAGE_PATH = "/admin/import"
 REASONS = ("hard_bounce", "complaint", "unsubscribe_all", "manual")
 
 
@@ -106,7 +108,7 @@ async def _import_page(
     return admin.render("import", status, lists=lists, statuses=EXPORT_STATUSES, report=report, error=error)
 
 
-@router.post("/admin/import", response_class=HTMLResponse)
+@router.post(IMPORT_PAGE_PATH, response_class=HTMLResponse)
 async def import_upload(admin: SignedIn) -> Response:
     form = await admin.request.form()
     upload = form.get("file")
@@ -116,39 +118,14 @@ async def import_upload(admin: SignedIn) -> Response:
     try:
         async with admin.pool.acquire() as conn:
             report = await import_csv(conn, upload.file, list_slug=list_slug)
-    except (NotFound, Invalid) as error:
-        return await _import_page(admin, status=422, error=str(error))
+    except (NotFound, Invalid, Conflict) as error:
+        return await _import_page(admin, status=409 if isinstance(error, Conflict) else 422, error=str(error))
     return await _import_page(admin, report={**report.as_dict(), "file": upload.filename, "list": list_slug})
 
 
 @router.get("/admin/export")
 async def export(admin: SignedIn, list: str = "", status: str = "") -> Response:
-    connection = admin.pool.acquire()
-    conn = await connection.__aenter__()
     try:
-        chunks = cast(
-            AsyncGenerator[bytes, None], export_csv(conn, list_slug=list or None, status=status or None)
-        )
-        header = await anext(chunks)
+        return await export_response(admin.pool, list_slug=list or None, status=status or None)
     except (NotFound, Invalid) as error:
-        await connection.__aexit__(None, None, None)
         return admin.redirect("/admin/import", str(error), error=True)
-    except BaseException:
-        await connection.__aexit__(None, None, None)
-        raise
-
-    async def stream() -> AsyncIterator[bytes]:
-        try:
-            yield header
-            async for chunk in chunks:
-                yield chunk
-        finally:
-            await chunks.aclose()
-            await connection.__aexit__(None, None, None)
-
-    name = f"subscribers-{list or 'all'}{'-' + status if status else ''}.csv"
-    return StreamingResponse(
-        stream(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
-    )
