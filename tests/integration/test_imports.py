@@ -301,6 +301,50 @@ async def test_an_export_imports_back_into_another_database_as_the_same_people(
     assert [row["name"] for row in original] == ["Lovelace, Ada", "Zoë"]
 
 
+async def test_an_export_imported_back_subscribes_nobody_who_said_no_or_never_said_yes(
+    conn: asyncpg.Connection, postgres_url: str, template_database: str
+) -> None:
+    """An export holds one row per subscription with its status: imported into a list, only that list's
+    confirmed subscriptions of people who are not blocklisted come back; the other rows are named."""
+    from tests.conftest import create_database, drop_database
+    from tests.harness import with_database
+
+    await conn.execute("INSERT INTO lists (slug, name) VALUES ('weekly', 'Weekly')")
+    await run_import(conn, "email\nada@example.com\ngrace@example.com\nalan@example.com\n")
+    await run_import(conn, "email\nada@example.com\n", list_slug="weekly")
+    await conn.execute(
+        "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = now()"
+        " WHERE subscriber_id = (SELECT id FROM subscribers WHERE email = 'grace@example.com')"
+    )
+    await conn.execute("UPDATE subscribers SET status = 'blocklisted' WHERE email = 'alan@example.com'")
+    bob = await conn.fetchval("INSERT INTO subscribers (email) VALUES ('bob@example.com') RETURNING id")
+    await conn.execute(
+        "INSERT INTO subscriptions (subscriber_id, list_id, status)"
+        " SELECT $1, id, 'pending' FROM lists WHERE slug = 'default'",
+        bob,
+    )
+    exported = await export_text(conn)
+
+    name = await create_database(postgres_url, template_database)
+    other = await asyncpg.connect(with_database(postgres_url, name))
+    try:
+        report = await run_import(other, exported)
+        copied = await people(other)
+    finally:
+        await other.close()
+        await drop_database(postgres_url, name)
+
+    assert [row[0] for row in copied] == ["ada@example.com"]
+    reasons = {item.email: item.reason for item in report.rejected}
+    assert report.inserted == 1 and report.rejected_total == 4
+    assert reasons == {
+        "ada@example.com": "a subscription to list 'weekly', not 'default': not imported",
+        "grace@example.com": "unsubscribed in the file: not subscribed again",
+        "alan@example.com": "blocklisted in the file: not imported",
+        "bob@example.com": "pending in the file (never confirmed): not subscribed",
+    }
+
+
 async def test_an_export_has_one_row_per_subscription_and_filters_by_list_and_status(
     conn: asyncpg.Connection,
 ) -> None:

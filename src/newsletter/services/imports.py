@@ -16,7 +16,7 @@ import re
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, BinaryIO
 
 import asyncpg
@@ -41,7 +41,12 @@ MAX_REJECTED_LISTED = 10_000
 MAX_ATTRIBUTES_BYTES = 16_384
 # A rejected field is shown back cut to this many characters.
 SHOWN_LENGTH = 320
-COLUMNS = ("email", "name", "attributes")
+COLUMNS = ("email", "name", "attributes", "list", "status", "subscriber_status")
+# What an export says of a row that an import must not turn into a confirmed subscription.
+_REFUSED_STATUSES = {
+    "unsubscribed": "unsubscribed in the file: not subscribed again",
+    "pending": "pending in the file (never confirmed): not subscribed",
+}
 EXPORT_STATUSES = ("active", "blocklisted", "pending", "confirmed", "unsubscribed")
 EXPORT_HEADER = (
     b"email,name,attributes,subscriber_status,list,status,subscribed_at,confirmed_at,unsubscribed_at\n"
@@ -206,9 +211,20 @@ class RowParser:
 
     Each chunk is a list of (line, email, name or None, attributes JSON text or None); None means that the
     file does not give the value, so an existing subscriber keeps theirs.
+
+    A file exported by this service also says where each row stood: rows of another list than `list_slug`
+    (an export holds one row per subscription), rows of a subscription that was unsubscribed or never
+    confirmed, and blocklisted people are rejected, so that importing an export never subscribes anyone who
+    said no or never said yes.
     """
 
-    def __init__(self, source: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        source: BinaryIO,
+        progress: Callable[[int], None] | None = None,
+        *,
+        list_slug: str | None = None,
+    ) -> None:
         # utf-8-sig drops a byte order mark; surrogateescape keeps undecodable bytes so that their row alone
         # is rejected, not the file.
         stream = io.BufferedReader(_Counting(source, progress), buffer_size=1 << 20)
@@ -223,6 +239,10 @@ class RowParser:
         self._email = header.index("email")
         self._name = header.index("name") if "name" in header else None
         self._attributes = header.index("attributes") if "attributes" in header else None
+        self._list_slug = list_slug
+        self._list = header.index("list") if "list" in header and list_slug is not None else None
+        self._status = header.index("status") if "status" in header else None
+        self._subscriber_status = header.index("subscriber_status") if "subscriber_status" in header else None
 
     def _header(self) -> list[str]:
         try:
@@ -279,6 +299,10 @@ class RowParser:
                 except UnicodeEncodeError:
                     self._reject(line, raw_email, "not valid UTF-8")
                     continue
+            refusal = self._refusal(row)
+            if refusal is not None:
+                self._reject(line, raw_email, refusal)
+                continue
             try:
                 if not raw_email.strip():
                     raise InvalidInput("email: missing")
@@ -300,6 +324,19 @@ class RowParser:
                 continue
             chunk.append((line, email, name, attributes))
         return chunk
+
+    def _refusal(self, row: list[str]) -> str | None:
+        """Why the file itself says this row must not be subscribed (see the class), or None."""
+        standing = row[self._subscriber_status] if self._subscriber_status is not None else ""
+        if standing.strip().lower() == "blocklisted":
+            return "blocklisted in the file: not imported"
+        if self._list is not None:
+            named = row[self._list].strip().lower()
+            if named and named != self._list_slug:
+                return f"a subscription to list {_shown(named)!r}, not {self._list_slug!r}: not imported"
+        if self._status is not None:
+            return _REFUSED_STATUSES.get(row[self._status].strip().lower())
+        return None
 
 
 async def _list_id(conn: asyncpg.Connection, list_slug: str) -> int:
@@ -328,10 +365,11 @@ async def import_csv(
     source (once more at most, then Conflict).
     """
     list_id = await _list_id(conn, list_slug)
+    slug = ListSlug.parse(list_slug).value
     start = source.tell() if source.seekable() else None
     attempt = 1
     while True:
-        parser = await asyncio.to_thread(RowParser, source, progress)
+        parser = await asyncio.to_thread(partial(RowParser, source, progress, list_slug=slug))
         try:
             async with conn.transaction():
                 return await _merge(conn, parser, list_id)
@@ -381,7 +419,8 @@ async def export_csv(
 
     One row per subscription (a person in two lists appears twice); with `list_slug`, one per subscriber of
     that list. `status` filters on the subscriber's (active, blocklisted) or the subscription's (pending,
-    confirmed, unsubscribed). The file imports back as it is: the import reads email, name and attributes.
+    confirmed, unsubscribed). The file imports back list by list: the import reads email, name and
+    attributes, and leaves out the rows of other lists and those marked unsubscribed, pending or blocklisted.
     Unknown list or status: NotFound or Invalid, raised before the header is yielded.
     """
     list_id = await _list_id(conn, list_slug) if list_slug is not None else None
