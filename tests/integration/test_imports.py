@@ -301,6 +301,23 @@ async def test_an_export_imports_back_into_another_database_as_the_same_people(
     assert [row["name"] for row in original] == ["Lovelace, Ada", "Zoë"]
 
 
+async def test_a_quote_left_open_is_reported_not_read_into_the_rest_of_the_file(
+    conn: asyncpg.Connection,
+) -> None:
+    """A lenient CSV reader takes everything after a stray opening quote as one field: the rows after it
+    would vanish without a word, and an ignored column would even import the row."""
+    report = await run_import(
+        conn, 'email,notes\nann@example.com,"12 inch monitor\nbob@example.com,ok\ncid@example.com,ok\n'
+    )
+
+    assert report.inserted == 0
+    [rejected] = report.rejected
+    assert rejected.line == 2
+    assert rejected.reason.startswith("malformed CSV: unexpected end of data (lines 2-")
+    assert "a quote left open?" in rejected.reason
+    assert await conn.fetchval("SELECT count(*) FROM subscribers") == 0
+
+
 async def test_an_export_imported_back_subscribes_nobody_who_said_no_or_never_said_yes(
     conn: asyncpg.Connection, postgres_url: str, template_database: str
 ) -> None:

@@ -229,7 +229,9 @@ class RowParser:
         # is rejected, not the file.
         stream = io.BufferedReader(_Counting(source, progress), buffer_size=1 << 20)
         self._text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        self._reader = csv.reader(self._text)
+        # Strict: a quote that opens a field and is never closed (or closed mid-field) is an error for its
+        # row, where the lenient reader would silently read the rest of the file into that one field.
+        self._reader = csv.reader(self._text, strict=True)
         self.rejected: list[Rejected] = []
         self.rejected_total = 0
         self.rows = 0
@@ -281,7 +283,10 @@ class RowParser:
                 break
             except csv.Error as error:
                 self._last_line = reader.line_num
-                self._reject(line, "", f"malformed CSV: {error}")
+                reason = f"malformed CSV: {error}"
+                if reader.line_num > line:
+                    reason += f" (lines {line}-{reader.line_num} read as one row: a quote left open?)"
+                self._reject(line, "", reason)
                 continue
             self._last_line = reader.line_num
             if not row:
