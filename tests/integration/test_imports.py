@@ -8,6 +8,7 @@ import io
 from collections.abc import AsyncIterator
 
 import asyncpg
+import httpx
 import pytest
 
 from newsletter.services.errors import Conflict, Invalid, NotFound
@@ -500,6 +501,30 @@ async def test_an_import_replayed_with_its_idempotency_key_happens_once(
     assert first[1]["subscribed"] == 1
     assert await app.pool.fetchval("SELECT count(*) FROM subscriptions") == 0  # not imported again
     assert other_list[0] == 422  # same key, another request
+
+
+async def test_a_multipart_import_retried_with_its_idempotency_key_is_replayed(
+    app: TestApp, admin: AdminClient
+) -> None:
+    """Every multipart request has a boundary of its own: the key covers the file, not the bytes around it."""
+
+    async def upload(data: bytes, **params: str) -> httpx.Response:
+        return await app.client.post(
+            "/api/v1/subscribers/import",
+            params=params,
+            files={"file": ("people.csv", data, "text/csv")},
+            headers={**admin.headers, "Idempotency-Key": "upload-1"},
+        )
+
+    first = await upload(b"email\nada@example.com\n")
+    await app.pool.execute("DELETE FROM subscriptions")
+    again = await upload(b"email\nada@example.com\n", list="default")  # the default list, named
+    other_file = await upload(b"email\ngrace@example.com\n")
+
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert await app.pool.fetchval("SELECT count(*) FROM subscriptions") == 0  # not imported again
+    assert other_file.status_code == 422
 
 
 async def test_api_import_errors_are_problems(app: TestApp, admin: AdminClient) -> None:

@@ -96,12 +96,16 @@ async def _write(
     who: Principal,
     status: int,
     action: Callable[[asyncpg.Connection], Awaitable[Any]],
+    *,
+    content: bytes | None = None,
 ) -> Response:
     """Run a change in one transaction; with an Idempotency-Key, at most once, its response stored with it.
 
     A repeat of a finished request replays the stored response. A repeat that arrives while the first is
     still running waits for it (up to a few seconds) and then replays; past that it answers 409. The same key
-    with another request answers 422.
+    with another request answers 422. What makes two requests the same is their method, path, query and body;
+    or, when the caller gives `content` (what it read of the request itself: a digest of an upload and the
+    parameters as it understood them), their method, path and content.
     """
     key = request.headers.get("idempotency-key")
     if key is not None and not _KEY.fullmatch(key):
@@ -110,9 +114,9 @@ async def _write(
         ).response()
     # The query string counts when there is one (the list of an import); without one, the fingerprint is as it
     # always was, so keys stored before keep matching.
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = request.url.path + (f"?{request.url.query}" if request.url.query and content is None else "")
     fingerprint = hashlib.sha256(
-        b"\n".join([request.method.encode(), target.encode(), await request.body()])
+        b"\n".join([request.method.encode(), target.encode(), content or await request.body()])
     ).digest()
     settings = request.app.state.settings
     try:

@@ -6,7 +6,9 @@ Included before the subscribers routes of api.py, whose `/subscribers/{subscribe
 
 from __future__ import annotations
 
-import io
+import asyncio
+import hashlib
+import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, BinaryIO, Literal, cast
@@ -24,6 +26,7 @@ from newsletter.web.api import ApiError, Auth, _service_error, _write
 
 IMPORT_PATH = "/api/v1/subscribers/import"
 _CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/octet-stream")
+_SPOOL_BYTES = 1 << 20
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
@@ -62,21 +65,32 @@ async def import_subscribers(
             "Send the CSV as text/csv, or as multipart/form-data in a 'file' field.",
         ).response()
 
-    async def run(conn: asyncpg.Connection) -> dict[str, Any]:
-        if media_type != "multipart/form-data":
-            return await _import(conn, io.BytesIO(await request.body()), list)
-        async with request.form() as form:
+    async def run(source: BinaryIO) -> Response:
+        # The Idempotency-Key covers the file's content (not the multipart boundary, new in every request)
+        # and the list as found.
+        digest = await asyncio.to_thread(_digest, source)
+        content = b"import\n" + (_slug(list) or list).encode() + b"\n" + digest
+
+        async def action(conn: asyncpg.Connection) -> dict[str, Any]:
+            report = await imports.import_csv(conn, source, list_slug=list)
+            return report.as_dict()
+
+        return await _write(request, who, 200, action, content=content)
+
+    if media_type == "multipart/form-data":
+        async with request.form(max_fields=10) as form:  # uploads are spooled to disk by Starlette
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
-                raise ApiError(422, "Invalid request", "file: a multipart field named 'file' holding the CSV")
-            return await _import(conn, upload.file, list)
-
-    return await _write(request, who, 200, run)
-
-
-async def _import(conn: asyncpg.Connection, source: BinaryIO, list_slug: str) -> dict[str, Any]:
-    report = await imports.import_csv(conn, source, list_slug=list_slug)
-    return report.as_dict()
+                return ApiError(
+                    422, "Invalid request", "file: a multipart field named 'file' holding the CSV"
+                ).response()
+            return await run(upload.file)
+    # The body is spooled to disk past the first megabyte: memory stays flat whatever the size of the file.
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+        async for chunk in request.stream():
+            spool.write(chunk)
+        spool.seek(0)
+        return await run(cast(BinaryIO, spool))
 
 
 @router.get(
@@ -147,6 +161,15 @@ class _Stream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self._release()
+
+
+def _digest(source: BinaryIO) -> bytes:
+    """SHA-256 of a file's content, read from the start; the file is left at its start."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: source.read(1 << 16), b""):
+        digest.update(chunk)
+    source.seek(0)
+    return digest.digest()
 
 
 def _slug(raw: str | None) -> str | None:
