@@ -203,6 +203,10 @@ async def test_a_subscriber_page_shows_consent_and_deliveries_and_its_actions_wo
 
     assert (await browser.post(f"/admin/subscribers/{person}/unsubscribe")).status_code == 303
     assert await app.subscription_status("ada@example.com") == "unsubscribed"
+    # As their own "unsubscribe from every list": no import into another list brings them back.
+    assert await app.pool.fetchval("SELECT reason FROM suppressions WHERE email = 'ada@example.com'") == (
+        "unsubscribe_all"
+    )
     assert (await browser.post(f"/admin/subscribers/{person}/blocklist")).status_code == 303
     assert await app.pool.fetchval("SELECT status FROM subscribers WHERE id = $1", person) == "blocklisted"
 

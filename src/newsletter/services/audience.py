@@ -141,7 +141,8 @@ async def subscriber_deliveries(
 
 
 async def unsubscribe_everywhere(conn: asyncpg.Connection, subscriber_id: int) -> int:
-    """End every subscription of a person (an operator acting on their request); returns how many ended."""
+    """End every subscription of a person (an operator acting on their request) and suppress the address, as
+    their own unsubscribe from every list does; returns how many subscriptions ended."""
     await get_subscriber(conn, subscriber_id)
     return len(await conn.fetch(query("subscriber_unsubscribe_all"), subscriber_id))
 

@@ -94,9 +94,19 @@ ORDER BY deliveries.id DESC
 LIMIT $2;
 
 -- name: subscriber_unsubscribe_all
-UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = now(), updated_at = now()
-WHERE subscriber_id = $1 AND status <> 'unsubscribed'
-RETURNING list_id;
+-- An operator ending every subscription of a person, on their request: as when they unsubscribe from every
+-- list themselves, the address is suppressed (reason unsubscribe_all) so that no import or other list brings
+-- them back; signing up again and confirming lifts it.
+WITH ended AS (
+    UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = now(), updated_at = now()
+    WHERE subscriber_id = $1 AND status <> 'unsubscribed'
+    RETURNING list_id
+), suppressed AS (
+    INSERT INTO suppressions (email, reason, detail)
+    SELECT email, 'unsubscribe_all', 'unsubscribed from every list by an operator' FROM subscribers WHERE id = $1
+    ON CONFLICT ((lower(email))) DO NOTHING
+)
+SELECT list_id FROM ended;
 
 -- name: events_recent
 SELECT id, provider, kind, email, delivery_id, detail, occurred_at

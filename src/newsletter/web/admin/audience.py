@@ -156,7 +156,10 @@ async def _act(admin: SignedIn, subscriber_id: int, action: str) -> Response:
         try:
             if action == "unsubscribe":
                 ended = await audience.unsubscribe_everywhere(conn, subscriber_id)
-                notice = f"Unsubscribed from {ended} list{'s' if ended != 1 else ''}."
+                notice = (
+                    f"Unsubscribed from {ended} list{'s' if ended != 1 else ''}; the address is suppressed"
+                    " until the person signs up and confirms again."
+                )
             elif action in ("blocklist", "unblock"):
                 status = "blocklisted" if action == "blocklist" else "active"
                 await audience.update_subscriber(conn, subscriber_id, None, None, status)
