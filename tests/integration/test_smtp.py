@@ -7,7 +7,7 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -173,6 +173,20 @@ async def test_near_the_deadline_an_email_is_left_unsent_rather_than_cut_off_aft
     assert isinstance(results[0], Sent)
     assert results[1] == LEASE_EXPIRED
     assert len(received) == 1 and b"for r1@example.com" in received[0]
+
+
+async def test_an_email_that_breaks_the_client_fails_alone(smtp: SMTPServer) -> None:
+    """A fault of ours inside a batch (here a message that is not bytes) fails that email; the batch goes
+    on and reports the others, so that what was sent is recorded and not sent again."""
+    transport = SMTPTransport(EmailURL.parse(smtp.url), pool_size=1, timeout=5)
+    broken = OutgoingEmail(2, "a@example.com", "r2@example.com", cast(bytes, "not bytes"))
+
+    results = await transport.send_batch([tagged(1), broken, tagged(3)])
+    await transport.close()
+
+    assert isinstance(results[0], Sent) and isinstance(results[2], Sent)
+    assert isinstance(results[1], Failed) and not results[1].permanent
+    assert sorted(email.recipients[0] for email in smtp.received) == ["r1@example.com", "r3@example.com"]
 
 
 class Authenticator:

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import structlog
+
 from newsletter.config import EmailURL
 from newsletter.transports.base import (
     LEASE_EXPIRED,
@@ -27,6 +29,8 @@ from newsletter.transports.base import (
     classify_smtp_error,
     time_left,
 )
+
+log = structlog.get_logger(__name__)
 
 CRLF = b"\r\n"
 # An email starts only with this long before the batch's deadline (or less: its whole timeout, or a quarter of
@@ -283,6 +287,13 @@ class SMTPTransport:
                             mine.appendleft(index)
                         else:
                             results[index] = classify_smtp_error(error)
+                    except Exception as error:
+                        # A fault of ours, not the server's: this email fails (transiently) and its session,
+                        # in an unknown state, is dropped; the batch goes on, so that what was sent is
+                        # recorded (an exception leaving the batch would have all of it sent again).
+                        log.exception("unexpected error sending an email", delivery_id=email.delivery_id)
+                        results[index] = classify_smtp_error(error)
+                        connection = self._discard(connection)
                     # An envelope that went out on a session now closed had no content after it, so nothing
                     # was delivered: it is sent afresh.
                     announced = following is not None and connection is not None and connection.content_sent
