@@ -98,6 +98,7 @@ async def test_an_email_its_batch_had_no_time_for_is_not_failed_by_the_attempt_l
 
         [row] = await app.deliveries("ada@example.com")
         assert row["status"] == "queued" and "ran out of lease time" in row["last_error"]
+        assert row["attempts"] == 0  # its claim is given back
         assert smtp.received == []
         app.settings.lease_seconds = 30
         await app.dispatch_all_pending()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
+from newsletter.db.queries import query
 from tests.harness import AdminClient, SMTPServer, TestApp, add_confirmed, admin_client, spawn_app
 
 pytestmark = pytest.mark.asyncio
@@ -671,3 +673,39 @@ async def test_a_lease_reclaimed_after_its_issue_was_cancelled_is_not_sent(
     issue = (await admin.get(f"/issues/{issue_id}")).json()
     assert issue["status"] == "cancelled"
     assert issue["counts"]["cancelled"] == 3 and issue["counts"]["pending"] == 0
+
+
+async def test_a_retry_recorded_while_the_issue_resumes_is_sent(
+    app: TestApp, admin: AdminClient, database_url: str
+) -> None:
+    """A worker records a transient failure while an operator's resume is running: the record waits for the
+    resume and sees the issue sending (read from its snapshot, it saw 'paused' and parked the retry for
+    good, under an issue that was sending again)."""
+    from newsletter.services.issues import resume_issue
+    from newsletter.worker.delivery import Outcome
+
+    await add_confirmed(app.pool, 1)
+    issue_id = await _draft(admin)
+    await admin.post(f"/issues/{issue_id}/send")
+    [claimed] = await app.pool.fetch(query("claim_deliveries"), 10, 60)
+    await admin.post(f"/issues/{issue_id}/pause")
+    operator = await asyncpg.connect(database_url)
+    try:
+        resuming = operator.transaction()
+        await resuming.start()
+        await resume_issue(operator, issue_id)
+        recording = asyncio.ensure_future(
+            app.worker._record([Outcome(claimed, "queued", "451 4.3.0 try again later", delay=0.0)])
+        )
+        await asyncio.sleep(0.3)
+        assert not recording.done()  # it waits for the resume
+        await resuming.commit()
+        await recording
+    finally:
+        await operator.close()
+
+    await app.dispatch_all_pending()
+
+    assert len(app.smtp.received) == 1
+    issue = (await admin.get(f"/issues/{issue_id}")).json()
+    assert issue["status"] == "sent" and issue["counts"]["pending"] == 0

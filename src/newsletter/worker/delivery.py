@@ -53,6 +53,8 @@ class Outcome:
     delay: float = 0.0
     # The recipient's server refused the address for good: it goes on the suppression list.
     suppress: bool = False
+    # False for an email that was claimed but not sent at all: its claim does not count as an attempt.
+    tried: bool = True
 
 
 @dataclass(slots=True)
@@ -248,7 +250,7 @@ class DeliveryWorker:
                 batch.outcomes.append(Outcome(row, "cancelled", "issue cancelled"))
             elif row["issue_status"] == "paused":
                 # Recorded as waiting: the record parks it with the issue's others until it resumes.
-                batch.outcomes.append(Outcome(row, "queued", "issue paused", delay=0.0))
+                batch.outcomes.append(Outcome(row, "queued", "issue paused", tried=False))
             elif row["kind"] == "confirmation":
                 confirmations.append((row, Token.generate()))
             else:
@@ -328,7 +330,7 @@ class DeliveryWorker:
         assert isinstance(result, Failed)
         if result is LEASE_EXPIRED:
             # Not tried (its batch ran out of time): no attempt limit or age can fail it for that.
-            return Outcome(row, "queued", result.error)
+            return Outcome(row, "queued", result.error, tried=False)
         telemetry.TRANSPORT_ERRORS.labels(permanent=str(result.permanent).lower()).inc()
         delay = None
         if not result.permanent and row["age_seconds"] <= self.settings.retry_max_age_seconds:
@@ -370,6 +372,7 @@ class DeliveryWorker:
             [o.error for o in outcomes],
             [o.provider_id for o in outcomes],
             [o.delay for o in outcomes],
+            [o.tried for o in outcomes],
         )
         if settled < len(outcomes):
             # Their leases expired and were reclaimed (the ledger marks them) before these outcomes could be

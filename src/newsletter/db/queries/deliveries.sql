@@ -92,18 +92,25 @@ JOIN subscriptions USING (subscriber_id, list_id);
 -- attempt's outcome. A newsletter delivery to be retried whose issue was paused while it was being sent is
 -- parked as the pause parks the others (at the end of time, until the issue resumes); one whose issue was
 -- cancelled meanwhile is cancelled. The issue becomes 'sent' when its last delivery settles, also when it
--- was paused while its last deliveries were being sent: nothing is left to hold.
--- $1 ids, $2 attempts, $3 statuses, $4 errors, $5 provider ids, $6 retry delays in seconds.
+-- was paused while its last deliveries were being sent: nothing is left to hold. The issue's status is read
+-- under the lock the counters take anyway, so a pause or resume running at the same time is waited for and
+-- seen (read from the snapshot, a resume committing meanwhile would leave a retry parked for good). A retry
+-- that was not tried (its batch ran out of time, or it was claimed while its issue was paused) gives its
+-- attempt back.
+-- $1 ids, $2 attempts, $3 statuses, $4 errors, $5 provider ids, $6 retry delays in seconds, $7 whether each
+-- was tried.
 WITH outcome AS (
     SELECT outcome.*,
            CASE WHEN outcome.status = 'queued' THEN
                (SELECT issues.status FROM deliveries JOIN issues ON issues.id = deliveries.issue_id
-                WHERE deliveries.id = outcome.id AND deliveries.kind = 'newsletter') END AS halted
-    FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::float8[])
-         AS outcome(id, attempt, status, error, provider_id, delay)
+                WHERE deliveries.id = outcome.id AND deliveries.kind = 'newsletter'
+                FOR NO KEY UPDATE OF issues) END AS halted
+    FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::boolean[])
+         AS outcome(id, attempt, status, error, provider_id, delay, tried)
 ), settled AS (
     UPDATE deliveries AS d
     SET status = CASE WHEN outcome.halted = 'cancelled' THEN 'cancelled' ELSE outcome.status END,
+        attempts = CASE WHEN outcome.tried THEN d.attempts ELSE d.attempts - 1 END,
         last_error = CASE WHEN outcome.halted = 'cancelled' THEN 'issue cancelled (last attempt: '
                           || coalesce(outcome.error, '') || ')' ELSE outcome.error END,
         provider_message_id = coalesce(outcome.provider_id, d.provider_message_id),
