@@ -341,6 +341,7 @@ async def test_an_export_imported_back_subscribes_nobody_who_said_no_or_never_sa
         " SELECT $1, id, 'pending' FROM lists WHERE slug = 'default'",
         bob,
     )
+    await conn.execute("INSERT INTO subscribers (email) VALUES ('cid@example.com')")  # in no list
     exported = await export_text(conn)
 
     name = await create_database(postgres_url, template_database)
@@ -354,8 +355,9 @@ async def test_an_export_imported_back_subscribes_nobody_who_said_no_or_never_sa
 
     assert [row[0] for row in copied] == ["ada@example.com"]
     reasons = {item.email: item.reason for item in report.rejected}
-    assert report.inserted == 1 and report.rejected_total == 4
+    assert report.inserted == 1 and report.rejected_total == 5
     assert reasons == {
+        "cid@example.com": "no subscription in the file: not subscribed",
         "ada@example.com": "a subscription to list 'weekly', not 'default': not imported",
         "grace@example.com": "unsubscribed in the file: not subscribed again",
         "alan@example.com": "blocklisted in the file: not imported",

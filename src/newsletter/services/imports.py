@@ -41,11 +41,12 @@ MAX_REJECTED_LISTED = 10_000
 MAX_ATTRIBUTES_BYTES = 16_384
 # A rejected field is shown back cut to this many characters.
 SHOWN_LENGTH = 320
-COLUMNS = ("email", "name", "attributes", "list", "status", "subscriber_status")
+COLUMNS = ("email", "name", "attributes")
 # What an export says of a row that an import must not turn into a confirmed subscription.
 _REFUSED_STATUSES = {
     "unsubscribed": "unsubscribed in the file: not subscribed again",
     "pending": "pending in the file (never confirmed): not subscribed",
+    "": "no subscription in the file: not subscribed",
 }
 EXPORT_STATUSES = ("active", "blocklisted", "pending", "confirmed", "unsubscribed")
 EXPORT_HEADER = (
@@ -214,8 +215,8 @@ class RowParser:
 
     A file exported by this service also says where each row stood: rows of another list than `list_slug`
     (an export holds one row per subscription), rows of a subscription that was unsubscribed or never
-    confirmed, and blocklisted people are rejected, so that importing an export never subscribes anyone who
-    said no or never said yes.
+    confirmed, of people in no list, and of blocklisted people are rejected, so that importing an export
+    never subscribes anyone who said no or never said yes.
     """
 
     def __init__(
@@ -243,7 +244,9 @@ class RowParser:
         self._attributes = header.index("attributes") if "attributes" in header else None
         self._list_slug = list_slug
         self._list = header.index("list") if "list" in header and list_slug is not None else None
-        self._status = header.index("status") if "status" in header else None
+        # A subscription's status is read from a file shaped as an export (a list and a status column), where
+        # an empty one is a person without any subscription.
+        self._status = header.index("status") if "status" in header and "list" in header else None
         self._subscriber_status = header.index("subscriber_status") if "subscriber_status" in header else None
 
     def _header(self) -> list[str]:
@@ -425,7 +428,8 @@ async def export_csv(
     One row per subscription (a person in two lists appears twice); with `list_slug`, one per subscriber of
     that list. `status` filters on the subscriber's (active, blocklisted) or the subscription's (pending,
     confirmed, unsubscribed). The file imports back list by list: the import reads email, name and
-    attributes, and leaves out the rows of other lists and those marked unsubscribed, pending or blocklisted.
+    attributes, and leaves out the rows of other lists, of people in no list, and those marked unsubscribed,
+    pending or blocklisted.
     Unknown list or status: NotFound or Invalid, raised before the header is yielded.
     """
     list_id = await _list_id(conn, list_slug) if list_slug is not None else None
