@@ -35,7 +35,15 @@ from newsletter.worker.retry import RetryPolicy
 log = structlog.get_logger(__name__)
 
 # PostgreSQL errors and lost connections both mean "the database is not answering right now".
-DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: asyncpg's protocol left in a wrong state by a connection broken in the middle of an
+# operation (seen when PostgreSQL restarts while a LISTEN is being sent); the pool replaces that connection.
+DATABASE_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 LIST_ID = emails.LIST_ID
 SENDING_SHARE_OF_LEASE = 0.75
 # A claim reads a window of ids behind an issue's cursor; a window holding none of the deliveries
