@@ -6,6 +6,9 @@ import asyncio
 import ssl
 import subprocess
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,6 +28,73 @@ MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\n\r\n.lead
 
 def email(n: int, recipient: str = "b@example.com") -> OutgoingEmail:
     return OutgoingEmail(n, "a@example.com", recipient, MESSAGE)
+
+
+QUEUED = b"250 2.0.0 queued\r\n"
+Answer = Callable[[int, str, bytes], Awaitable[tuple[bytes, bool]]]
+
+
+async def queued(_session: int, _recipient: str, _content: bytes) -> tuple[bytes, bool]:
+    return QUEUED, False
+
+
+@dataclass
+class RawSMTP:
+    """A bare SMTP server for what aiosmtpd cannot be made to do: it offers PIPELINING and nothing else (no
+    SMTPUTF8), and `answer(session, recipient, content)` gives the reply to each message's content and whether
+    the session ends after it. Counts sessions and keeps every RCPT address."""
+
+    answer: Answer = queued
+    recipients: list[str] = field(default_factory=list)
+    sessions: int = 0
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.sessions += 1
+        session, recipient = self.sessions, ""
+        writer.write(b"220 ready\r\n")
+        while line := await reader.readline():
+            command = line.upper()
+            if command.startswith(b"EHLO"):
+                writer.write(b"250-raw\r\n250 PIPELINING\r\n")
+            elif command.startswith(b"RCPT"):
+                recipient = line.decode().split("<", 1)[1].split(">", 1)[0]
+                self.recipients.append(recipient)
+                writer.write(b"250 ok\r\n")
+            elif command.startswith(b"DATA"):
+                writer.write(b"354 go on\r\n")
+                await writer.drain()
+                reply, ends = await self.answer(session, recipient, await reader.readuntil(b"\r\n.\r\n"))
+                writer.write(reply)
+                if ends:
+                    await writer.drain()
+                    break
+            elif command.startswith(b"QUIT"):
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    @asynccontextmanager
+    async def transport(self, timeout: float) -> AsyncIterator[SMTPTransport]:
+        """A one-connection transport to this server, closed (and the server with it) at the end."""
+        server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = SMTPTransport(EmailURL.parse(f"smtp://127.0.0.1:{port}"), pool_size=1, timeout=timeout)
+        try:
+            yield transport
+        finally:
+            await transport.close()
+            server.close()
+
+
+def tagged(n: int) -> OutgoingEmail:
+    """An email whose content names its recipient, so that a message under someone else's envelope shows."""
+    recipient = f"r{n}@example.com"
+    content = f"To: {recipient}\r\n\r\nfor {recipient}\r\n".encode()
+    return OutgoingEmail(n, "a@example.com", recipient, content)
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
@@ -90,47 +160,18 @@ async def test_non_ascii_recipients_use_smtputf8(smtp: SMTPServer) -> None:
 async def test_a_relay_without_smtputf8_fails_non_ascii_addresses_without_suppressing_them() -> None:
     """Our relay's limit is not the recipient's refusal: the email fails (retrying the same relay cannot
     help) but the address is not marked rejected, so it is not suppressed; the others go out."""
-    recipients: list[str] = []
+    relay = RawSMTP()
 
-    async def ascii_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 ready\r\n")
-        while line := await reader.readline():
-            command = line.upper()
-            if command.startswith(b"EHLO"):
-                writer.write(b"250-old relay\r\n250 PIPELINING\r\n")
-            elif command.startswith(b"RCPT"):
-                recipients.append(line.decode())
-                writer.write(b"250 ok\r\n")
-            elif command.startswith(b"DATA"):
-                writer.write(b"354 go on\r\n")
-                await writer.drain()
-                await reader.readuntil(b"\r\n.\r\n")
-                writer.write(b"250 2.0.0 queued\r\n")
-            elif command.startswith(b"QUIT"):
-                writer.write(b"221 bye\r\n")
-                await writer.drain()
-                break
-            else:
-                writer.write(b"250 ok\r\n")
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(ascii_only, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    transport = SMTPTransport(EmailURL.parse(f"smtp://127.0.0.1:{port}"), pool_size=1, timeout=5)
-
-    results = await transport.send_batch(
-        [email(1, "ada@example.com"), email(2, "jürgen@example.com"), email(3, "grace@example.com")]
-    )
-    await transport.close()
-    server.close()
+    async with relay.transport(timeout=5) as transport:
+        results = await transport.send_batch(
+            [email(1, "ada@example.com"), email(2, "jürgen@example.com"), email(3, "grace@example.com")]
+        )
 
     assert isinstance(results[0], Sent) and isinstance(results[2], Sent)
     refused = results[1]
     assert isinstance(refused, Failed) and refused.permanent and not refused.recipient_rejected
     assert "SMTPUTF8" in refused.error
-    carried = [line.split("<")[1].split(">")[0] for line in recipients]
-    assert carried == ["ada@example.com", "grace@example.com"]
+    assert relay.recipients == ["ada@example.com", "grace@example.com"]
 
 
 async def test_near_the_deadline_an_email_is_left_unsent_rather_than_cut_off_after_its_content() -> None:
@@ -140,35 +181,13 @@ async def test_near_the_deadline_an_email_is_left_unsent_rather_than_cut_off_aft
     with a quarter of the batch's time left (or 5 s, or its timeout, if less)."""
     received: list[bytes] = []
 
-    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 ready\r\n")
-        while line := await reader.readline():
-            command = line.upper()
-            if command.startswith(b"EHLO"):
-                writer.write(b"250-slow\r\n250 PIPELINING\r\n")
-            elif command.startswith(b"DATA"):
-                writer.write(b"354 go on\r\n")
-                await writer.drain()
-                content = await reader.readuntil(b"\r\n.\r\n")
-                await asyncio.sleep(3.2)
-                received.append(content)
-                writer.write(b"250 2.0.0 queued\r\n")
-            elif command.startswith(b"QUIT"):
-                writer.write(b"221 bye\r\n")
-                await writer.drain()
-                break
-            else:
-                writer.write(b"250 ok\r\n")
-            await writer.drain()
-        writer.close()
+    async def slowly(_session: int, _recipient: str, content: bytes) -> tuple[bytes, bool]:
+        await asyncio.sleep(3.2)
+        received.append(content)
+        return QUEUED, False
 
-    server = await asyncio.start_server(slow, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    transport = SMTPTransport(EmailURL.parse(f"smtp://127.0.0.1:{port}"), pool_size=1, timeout=3.8)
-
-    results = await transport.send_batch([tagged(1), tagged(2)], deadline=time.monotonic() + 4)
-    await transport.close()
-    server.close()
+    async with RawSMTP(slowly).transport(timeout=3.8) as transport:
+        results = await transport.send_batch([tagged(1), tagged(2)], deadline=time.monotonic() + 4)
 
     assert isinstance(results[0], Sent)
     assert results[1] == LEASE_EXPIRED
@@ -281,13 +300,6 @@ async def test_each_outcome_of_a_batch_belongs_to_its_own_email(smtp: SMTPServer
     assert smtp.handler.sessions == 1
 
 
-def tagged(n: int) -> OutgoingEmail:
-    """An email whose content names its recipient, so that a message under someone else's envelope shows."""
-    recipient = f"r{n}@example.com"
-    content = f"To: {recipient}\r\n\r\nfor {recipient}\r\n".encode()
-    return OutgoingEmail(n, "a@example.com", recipient, content)
-
-
 @pytest.mark.parametrize("closing", ["every session", "the first session"])
 async def test_a_session_the_server_closes_after_an_email_loses_and_repeats_nothing(closing: str) -> None:
     """A server that ends a session after one email (as some do after a message limit, or an idle pooled
@@ -295,44 +307,17 @@ async def test_a_session_the_server_closes_after_an_email_loses_and_repeats_noth
     content never went out, is sent on a new session, once, and every content goes out under its own
     recipient's envelope."""
     received: list[tuple[str, str]] = []  # (envelope recipient, the recipient the content was written for)
-    sessions = 0
 
-    async def limited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal sessions
-        sessions += 1
-        limit = closing == "every session" or sessions == 1
-        recipient = ""
-        writer.write(b"220 ready\r\n")
-        while line := await reader.readline():
-            command = line.upper()
-            if command.startswith(b"EHLO"):
-                writer.write(b"250-limited\r\n250 PIPELINING\r\n")
-            elif command.startswith(b"RCPT"):
-                recipient = line.decode().split("<", 1)[1].split(">", 1)[0]
-                writer.write(b"250 ok\r\n")
-            elif command.startswith(b"DATA"):
-                writer.write(b"354 go on\r\n")
-                await writer.drain()
-                content = await reader.readuntil(b"\r\n.\r\n")
-                received.append((recipient, content.split(b"for ", 1)[1].split(b"\r\n", 1)[0].decode()))
-                if limit:
-                    writer.write(b"250 2.0.0 queued\r\n421 4.7.0 one per session, bye\r\n")
-                    await writer.drain()
-                    break
-                writer.write(b"250 2.0.0 queued\r\n")
-            else:
-                writer.write(b"250 ok\r\n")
-            await writer.drain()
-        writer.close()
+    async def one_per_session(session: int, recipient: str, content: bytes) -> tuple[bytes, bool]:
+        received.append((recipient, content.split(b"for ", 1)[1].split(b"\r\n", 1)[0].decode()))
+        if closing == "every session" or session == 1:
+            return QUEUED + b"421 4.7.0 one per session, bye\r\n", True
+        return QUEUED, False
 
-    server = await asyncio.start_server(limited, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    transport = SMTPTransport(EmailURL.parse(f"smtp://127.0.0.1:{port}"), pool_size=1, timeout=5)
-
-    results = await transport.send_batch([tagged(n) for n in range(5)])
-    await transport.close()
-    server.close()
+    limited = RawSMTP(one_per_session)
+    async with limited.transport(timeout=5) as transport:
+        results = await transport.send_batch([tagged(n) for n in range(5)])
 
     assert all(isinstance(result, Sent) for result in results), results
     assert sorted(received) == [(f"r{n}@example.com", f"r{n}@example.com") for n in range(5)]
-    assert sessions == (5 if closing == "every session" else 2)
+    assert limited.sessions == (5 if closing == "every session" else 2)
