@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import httpx
@@ -46,6 +47,29 @@ async def people(conn: asyncpg.Connection, list_slug: str = "default") -> list[t
 
 async def export_text(conn: asyncpg.Connection, **filters: str) -> str:
     return b"".join([chunk async for chunk in export_csv(conn, **filters)]).decode()
+
+
+@asynccontextmanager
+async def another_database(postgres_url: str, template_database: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a fresh migrated database of its own (another installation), dropped afterwards."""
+    from tests.conftest import create_database, drop_database
+    from tests.harness import with_database
+
+    name = await create_database(postgres_url, template_database)
+    other = await asyncpg.connect(with_database(postgres_url, name))
+    try:
+        yield other
+    finally:
+        await other.close()
+        await drop_database(postgres_url, name)
+
+
+async def grace_unsubscribes_and_alan_is_blocklisted(conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = now()"
+        " WHERE subscriber_id = (SELECT id FROM subscribers WHERE email = 'grace@example.com')"
+    )
+    await conn.execute("UPDATE subscribers SET status = 'blocklisted' WHERE email = 'alan@example.com'")
 
 
 async def test_an_import_inserts_people_as_confirmed_and_names_each_rejected_row(
@@ -275,9 +299,6 @@ async def test_an_import_that_cannot_read_its_source_again_reports_the_race(
 async def test_an_export_imports_back_into_another_database_as_the_same_people(
     conn: asyncpg.Connection, postgres_url: str, template_database: str
 ) -> None:
-    from tests.conftest import create_database, drop_database
-    from tests.harness import with_database
-
     data = (
         "email,name,attributes\n"
         'ada@example.com,"Lovelace, Ada","{""quote"": ""say \\""hi\\""""}"\n'
@@ -287,14 +308,9 @@ async def test_an_export_imports_back_into_another_database_as_the_same_people(
     await run_import(conn, data)
 
     exported = await export_text(conn)
-    name = await create_database(postgres_url, template_database)
-    other = await asyncpg.connect(with_database(postgres_url, name))
-    try:
+    async with another_database(postgres_url, template_database) as other:
         report = await run_import(other, exported)
         copied = await other.fetch("SELECT email, name, attributes::text FROM subscribers ORDER BY email")
-    finally:
-        await other.close()
-        await drop_database(postgres_url, name)
 
     original = await conn.fetch("SELECT email, name, attributes::text FROM subscribers ORDER BY email")
     assert (report.inserted, report.rejected) == (2, [])
@@ -324,17 +340,10 @@ async def test_an_export_imported_back_subscribes_nobody_who_said_no_or_never_sa
 ) -> None:
     """An export holds one row per subscription with its status: imported into a list, only that list's
     confirmed subscriptions of people who are not blocklisted come back; the other rows are named."""
-    from tests.conftest import create_database, drop_database
-    from tests.harness import with_database
-
     await conn.execute("INSERT INTO lists (slug, name) VALUES ('weekly', 'Weekly')")
     await run_import(conn, "email\nada@example.com\ngrace@example.com\nalan@example.com\n")
     await run_import(conn, "email\nada@example.com\n", list_slug="weekly")
-    await conn.execute(
-        "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = now()"
-        " WHERE subscriber_id = (SELECT id FROM subscribers WHERE email = 'grace@example.com')"
-    )
-    await conn.execute("UPDATE subscribers SET status = 'blocklisted' WHERE email = 'alan@example.com'")
+    await grace_unsubscribes_and_alan_is_blocklisted(conn)
     bob = await conn.fetchval("INSERT INTO subscribers (email) VALUES ('bob@example.com') RETURNING id")
     await conn.execute(
         "INSERT INTO subscriptions (subscriber_id, list_id, status)"
@@ -344,14 +353,9 @@ async def test_an_export_imported_back_subscribes_nobody_who_said_no_or_never_sa
     await conn.execute("INSERT INTO subscribers (email) VALUES ('cid@example.com')")  # in no list
     exported = await export_text(conn)
 
-    name = await create_database(postgres_url, template_database)
-    other = await asyncpg.connect(with_database(postgres_url, name))
-    try:
+    async with another_database(postgres_url, template_database) as other:
         report = await run_import(other, exported)
         copied = await people(other)
-    finally:
-        await other.close()
-        await drop_database(postgres_url, name)
 
     assert [row[0] for row in copied] == ["ada@example.com"]
     reasons = {item.email: item.reason for item in report.rejected}
@@ -371,11 +375,7 @@ async def test_an_export_has_one_row_per_subscription_and_filters_by_list_and_st
     await conn.execute("INSERT INTO lists (slug, name) VALUES ('weekly', 'Weekly')")
     await run_import(conn, "email,name\nada@example.com,Ada\ngrace@example.com,Grace\n")
     await run_import(conn, "email\nada@example.com\nalan@example.com\n", list_slug="weekly")
-    await conn.execute(
-        "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = now() "
-        "WHERE subscriber_id = (SELECT id FROM subscribers WHERE email = 'grace@example.com')"
-    )
-    await conn.execute("UPDATE subscribers SET status = 'blocklisted' WHERE email = 'alan@example.com'")
+    await grace_unsubscribes_and_alan_is_blocklisted(conn)
 
     def rows(text: str) -> list[tuple[str, str, str, str]]:
         parsed = list(csv.DictReader(io.StringIO(text)))

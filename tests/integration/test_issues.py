@@ -558,6 +558,27 @@ def while_in_flight(app: TestApp, admin: AdminClient, path: str) -> None:
     app.smtp.handler.on_next_rcpt = post
 
 
+async def _retried_after_an_action_in_flight(
+    app: TestApp, admin: AdminClient, action: str
+) -> tuple[int, list[str]]:
+    """An issue to three readers whose server answers 451 while `action` (pause, cancel) happens with their
+    emails in flight; then the server takes mail again and every retry not parked comes due and is
+    dispatched. Returns the issue and the readers."""
+    readers = await add_confirmed(app.pool, 3)
+    app.smtp.handler.rejected.update({reader: "451 4.3.0 try again later" for reader in readers})
+    issue_id = await _draft(admin)
+    await admin.post(f"/issues/{issue_id}/send")
+    while_in_flight(app, admin, f"/issues/{issue_id}/{action}")
+    await app.dispatch_all_pending()
+    app.smtp.handler.rejected.clear()
+    await app.pool.execute(
+        "UPDATE deliveries SET next_attempt_at = now()"
+        " WHERE status = 'queued' AND next_attempt_at <> 'infinity'"
+    )
+    await app.dispatch_all_pending()
+    return issue_id, readers
+
+
 async def test_an_issue_paused_while_its_last_deliveries_are_sent_is_sent(
     app: TestApp, admin: AdminClient
 ) -> None:
@@ -578,19 +599,7 @@ async def test_an_issue_paused_while_its_last_deliveries_are_sent_is_sent(
 async def test_a_delivery_in_flight_when_its_issue_is_paused_waits_to_be_retried_until_resume(
     app: TestApp, admin: AdminClient
 ) -> None:
-    readers = await add_confirmed(app.pool, 3)
-    app.smtp.handler.rejected.update({reader: "451 4.3.0 try again later" for reader in readers})
-    issue_id = await _draft(admin)
-    await admin.post(f"/issues/{issue_id}/send")
-    while_in_flight(app, admin, f"/issues/{issue_id}/pause")
-
-    await app.dispatch_all_pending()
-    app.smtp.handler.rejected.clear()
-    # Their retries come due; the issue is still paused.
-    await app.pool.execute(
-        "UPDATE deliveries SET next_attempt_at = now() WHERE next_attempt_at <> 'infinity'"
-    )
-    await app.dispatch_all_pending()
+    issue_id, readers = await _retried_after_an_action_in_flight(app, admin, "pause")
 
     assert app.smtp.received == []
     parked = await app.pool.fetch(
@@ -607,16 +616,7 @@ async def test_a_delivery_in_flight_when_its_issue_is_paused_waits_to_be_retried
 async def test_a_delivery_in_flight_when_its_issue_is_cancelled_is_not_retried(
     app: TestApp, admin: AdminClient
 ) -> None:
-    readers = await add_confirmed(app.pool, 3)
-    app.smtp.handler.rejected.update({reader: "451 4.3.0 try again later" for reader in readers})
-    issue_id = await _draft(admin)
-    await admin.post(f"/issues/{issue_id}/send")
-    while_in_flight(app, admin, f"/issues/{issue_id}/cancel")
-
-    await app.dispatch_all_pending()
-    app.smtp.handler.rejected.clear()
-    await app.pool.execute("UPDATE deliveries SET next_attempt_at = now() WHERE status = 'queued'")
-    await app.dispatch_all_pending()
+    issue_id, _ = await _retried_after_an_action_in_flight(app, admin, "cancel")
 
     assert app.smtp.received == []
     issue = (await admin.get(f"/issues/{issue_id}")).json()
