@@ -122,7 +122,9 @@ async def test_consent_evidence_is_recorded(app: TestApp) -> None:
 
 
 async def test_a_single_opt_in_list_confirms_at_once_and_sends_nothing(app: TestApp) -> None:
-    await app.pool.execute("INSERT INTO lists (slug, name, optin) VALUES ('open', 'Open list', 'single')")
+    await app.pool.execute(
+        "INSERT INTO lists (slug, name, optin, visibility) VALUES ('open', 'Open list', 'single', 'public')"
+    )
 
     response = await app.subscribe("single@example.com", list="open")
 

@@ -20,6 +20,7 @@ def _list_view(row: asyncpg.Record) -> dict[str, Any]:
         "name": row["name"],
         "description": row["description"],
         "optin": row["optin"],
+        "visibility": row["visibility"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "subscribers": {"confirmed": row["confirmed"], "pending": row["pending"]},
@@ -38,18 +39,23 @@ async def get_list(conn: asyncpg.Connection, list_id: int) -> dict[str, Any]:
 
 
 async def create_list(
-    conn: asyncpg.Connection, slug: str, name: str, description: str, optin: str
+    conn: asyncpg.Connection, slug: str, name: str, description: str, optin: str, visibility: str
 ) -> dict[str, Any]:
-    list_id = await conn.fetchval(query("list_insert"), slug, name, description, optin)
+    list_id = await conn.fetchval(query("list_insert"), slug, name, description, optin, visibility)
     if list_id is None:
         raise Conflict(f"a list with slug {slug!r} exists already")
     return await get_list(conn, list_id)
 
 
 async def update_list(
-    conn: asyncpg.Connection, list_id: int, name: str | None, description: str | None, optin: str | None
+    conn: asyncpg.Connection,
+    list_id: int,
+    name: str | None,
+    description: str | None,
+    optin: str | None,
+    visibility: str | None,
 ) -> dict[str, Any]:
-    if await conn.fetchval(query("list_update"), list_id, name, description, optin) is None:
+    if await conn.fetchval(query("list_update"), list_id, name, description, optin, visibility) is None:
         raise NotFound(f"list {list_id} does not exist")
     return await get_list(conn, list_id)
 

@@ -23,7 +23,7 @@ EXACT_COUNT_BUDGET = 50_000
 LOOKUP_LIMIT = 2_000
 PERSON_STATUSES = ("active", "blocklisted")
 SUBSCRIPTION_STATUSES = ("pending", "confirmed", "unsubscribed")
-LIST_FIELDS = ("id", "slug", "name", "description", "optin", "created_at", "updated_at")
+LIST_FIELDS = ("id", "slug", "name", "description", "optin", "visibility", "created_at", "updated_at")
 
 
 @dataclass(frozen=True, slots=True)

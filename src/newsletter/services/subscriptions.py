@@ -46,6 +46,33 @@ class UnknownList(InvalidInput):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class SignupList:
+    """A list open to public sign-up, as its form shows it."""
+
+    slug: str
+    name: str
+    description: str
+
+
+async def public_list(pool: asyncpg.Pool, raw_slug: str) -> SignupList | None:
+    """The list of a sign-up form; None for an unknown list and for one closed to public sign-up alike."""
+    try:
+        slug = ListSlug.parse(raw_slug)
+    except InvalidInput:
+        return None
+    row = await pool.fetchrow(query("public_list"), slug.value)
+    return SignupList(row["slug"], row["name"], row["description"]) if row else None
+
+
+def mailbox(email: SubscriberEmail) -> str:
+    """The mailbox an address reaches, for the per-address sign-up limit: `ana+1@x` and `ana+2@x` are one
+    mailbox, so forty tags do not make forty confirmation emails to one person. (The subscriber is still the
+    address as given.) The erasure of rate limits in `subscribers_erase` computes the same key."""
+    local, _, domain = email.value.rpartition("@")
+    return f"{local.split('+', 1)[0]}@{domain}".lower()
+
+
 async def subscribe(
     pool: asyncpg.Pool,
     request: SubscriptionRequest,
@@ -61,7 +88,7 @@ async def subscribe(
     """
     checks = [
         ratelimit.Limit(
-            f"signup:address:{request.email.value.lower()}", limits.per_address, limits.address_window_seconds
+            f"signup:mailbox:{mailbox(request.email)}", limits.per_address, limits.address_window_seconds
         ),
     ]
     if evidence.ip:
@@ -111,6 +138,9 @@ async def inspect_token(pool: asyncpg.Pool, raw_token: str) -> ConfirmationResul
     row = await pool.fetchrow(query("token_state"), token.digest)
     if row is None:
         return ConfirmationResult(Confirmation.UNKNOWN)
+    # A link made before the person left is worth nothing since: it reads as expired.
+    if row["left_since"]:
+        return ConfirmationResult(Confirmation.EXPIRED, row["list_name"])
     if row["used"]:
         return ConfirmationResult(Confirmation.ALREADY_CONFIRMED, row["list_name"])
     if row["expired"]:
@@ -128,6 +158,8 @@ async def confirm(pool: asyncpg.Pool, raw_token: str, evidence: Evidence) -> Con
     if row["used_now"]:
         log.info("subscription confirmed")
         return ConfirmationResult(Confirmation.CONFIRMED, row["list_name"])
+    if row["left_since"]:
+        return ConfirmationResult(Confirmation.EXPIRED, row["list_name"])
     if row["expired"] and not row["used_before"]:
         return ConfirmationResult(Confirmation.EXPIRED, row["list_name"])
     # Used before, or used by a concurrent request a moment ago: either way the person is confirmed.

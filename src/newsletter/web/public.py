@@ -108,7 +108,7 @@ async def read_fields(request: Request, names: tuple[str, ...]) -> dict[str, str
             document = json.loads(body)
         except UnicodeDecodeError:
             raise BadRequest(400, "The request body is not valid UTF-8.") from None
-        except ValueError:
+        except (ValueError, RecursionError):  # nested too deep to parse: `[[[[...`
             raise BadRequest(400, "The request body is not valid JSON.") from None
         if not isinstance(document, dict):
             raise BadRequest(400, "The request body must be a JSON object.")
@@ -138,9 +138,28 @@ def parse_subscription(fields: dict[str, str]) -> SubscriptionRequest:
     return SubscriptionRequest(email=parsed["email"], name=parsed["name"], list_slug=parsed["list"])
 
 
+async def signup_form(
+    request: Request,
+    list_slug: str,
+    status: int = 200,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """The sign-up form of a public list, naming it; an unknown or private list's page is not found. A form
+    posted back with its errors is shown, when its list is not found, as the default list's form."""
+    errors = dict(errors or {})
+    found = await subscriptions.public_list(_pool(request), list_slug)
+    if found is None and status != 200:
+        errors["list"] = "Unknown list."
+        found = await subscriptions.public_list(_pool(request), "default")
+    if found is None:
+        return page("list_not_found", 404 if status == 200 else status)
+    return page("signup", status, signup_list=found, values=values or {}, errors=errors)
+
+
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def signup_page(request: Request, list: str = "default") -> HTMLResponse:
-    return page("signup", list_slug=list, values={}, errors={})
+    return await signup_form(request, list)
 
 
 _SUBSCRIBE_BODY = {
@@ -183,9 +202,7 @@ async def subscribe(request: Request) -> Response:
         return problem(error.status, "Bad request", error.detail)
     except FieldErrors as error:
         if is_form:
-            return page(
-                "signup", 422, list_slug=fields.get("list", "default"), values=fields, errors=error.errors
-            )
+            return await signup_form(request, fields.get("list", "default"), 422, fields, error.errors)
         return problem(
             422,
             "Invalid subscription request",
@@ -207,7 +224,7 @@ async def subscribe(request: Request) -> Response:
         )
     except subscriptions.UnknownList:
         if is_form:
-            return page("signup", 422, list_slug="default", values=fields, errors={"list": "Unknown list."})
+            return await signup_form(request, fields.get("list", "default"), 422, fields)
         return problem(
             422,
             "Invalid subscription request",

@@ -33,13 +33,13 @@ SELECT lists.*,
 FROM lists WHERE lists.id = $1;
 
 -- name: list_insert
-INSERT INTO lists (slug, name, description, optin) VALUES ($1, $2, $3, $4)
+INSERT INTO lists (slug, name, description, optin, visibility) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (slug) DO NOTHING
 RETURNING id;
 
 -- name: list_update
 UPDATE lists SET name = coalesce($2, name), description = coalesce($3, description), optin = coalesce($4, optin),
-                 updated_at = now()
+                 visibility = coalesce($5, visibility), updated_at = now()
 WHERE id = $1
 RETURNING id;
 

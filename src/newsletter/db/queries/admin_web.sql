@@ -159,7 +159,8 @@ WITH sized AS (
                 ELSE estimate END AS subscriptions
     FROM budgeted
 )
-SELECT lists.id, lists.slug, lists.name, lists.description, lists.optin, lists.created_at, lists.updated_at,
+SELECT lists.id, lists.slug, lists.name, lists.description, lists.optin, lists.visibility, lists.created_at,
+       lists.updated_at,
        confirmed.subscriptions AS confirmed, confirmed.estimated AS confirmed_estimated,
        pending.subscriptions AS pending, pending.estimated AS pending_estimated
 FROM lists

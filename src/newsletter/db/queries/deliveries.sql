@@ -58,9 +58,13 @@ RETURNING d.id, d.kind, d.issue_id, d.subscriber_id, d.list_id, d.recipient, d.a
               (SELECT status FROM issues WHERE issues.id = d.issue_id) END AS issue_status,
           (SELECT name FROM lists WHERE lists.id = d.list_id) AS list_name,
           (SELECT slug FROM lists WHERE lists.id = d.list_id) AS list_slug,
+          -- A confirmation is wanted while its subscription waits for it: pending, or left before the
+          -- person asked again.
           CASE WHEN d.kind = 'confirmation' THEN
-              (SELECT s.status FROM subscriptions AS s
-                WHERE s.subscriber_id = d.subscriber_id AND s.list_id = d.list_id) = 'pending'
+              EXISTS (SELECT 1 FROM subscriptions AS s
+                      WHERE s.subscriber_id = d.subscriber_id AND s.list_id = d.list_id
+                        AND (s.status = 'pending'
+                             OR (s.status = 'unsubscribed' AND s.unsubscribed_at < d.created_at)))
           WHEN d.kind = 'newsletter' THEN
               EXISTS (SELECT 1 FROM subscriptions AS s
                       JOIN issue_lists AS il ON il.list_id = s.list_id AND il.issue_id = d.issue_id
@@ -82,7 +86,7 @@ RETURNING id;
 -- name: insert_confirmation_tokens
 -- $1 hashes, $2 subscriber ids, $3 list ids, $4 validity in hours.
 INSERT INTO confirmation_tokens (token_hash, subscriber_id, list_id, expires_at)
-SELECT token.hash, token.subscriber_id, token.list_id, now() + make_interval(secs => $4 * 3600)
+SELECT token.hash, token.subscriber_id, token.list_id, now() + make_interval(secs => $4::float8 * 3600)
 FROM unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS token(hash, subscriber_id, list_id)
 JOIN subscriptions USING (subscriber_id, list_id);
 

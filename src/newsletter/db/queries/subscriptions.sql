@@ -1,10 +1,17 @@
 -- name: subscribe
--- One statement, so one transaction: the subscriber, the subscription and, when the subscription is pending,
--- its confirmation email's delivery row are written together or not at all. Nothing is written for an unknown
--- list. (The sign-up limits are counted just before, in a statement of their own: see hit_rate_limits.)
+-- One statement, so one transaction: the subscriber, the subscription and, when a confirmation is due, its
+-- email's delivery row are written together or not at all. Nothing is written for an unknown list or one
+-- closed to public sign-up (answered alike). (The sign-up limits are counted just before, in a statement of
+-- their own: see hit_rate_limits.)
+-- Consent: a sign-up never changes a subscription that someone left. An unsubscribed person who signs up again
+-- is sent a confirmation and stays unsubscribed until they confirm. A single opt-in list subscribes a new
+-- person at once, unless the address is suppressed for an unsubscribe from every list: then it asks them to
+-- confirm, as a double opt-in list does.
 -- $1 email, $2 name, $3 list slug, $4 source, $5 ip, $6 user agent, $7 request id, $8 traceparent.
 WITH list AS (
-    SELECT id, optin FROM lists WHERE slug = $3
+    SELECT id, optin FROM lists WHERE slug = $3 AND visibility = 'public'
+), suppression AS (
+    SELECT reason FROM suppressions WHERE lower(suppressions.email) = lower($1)
 ), subscriber AS (
     INSERT INTO subscribers (email, name)
     SELECT $1, $2 FROM list
@@ -14,33 +21,27 @@ WITH list AS (
     INSERT INTO subscriptions (
         subscriber_id, list_id, status, confirmed_at, source, signup_ip, signup_user_agent
     )
-    SELECT subscriber.id, list.id,
-           CASE WHEN list.optin = 'single' THEN 'confirmed' ELSE 'pending' END,
-           CASE WHEN list.optin = 'single' THEN now() END,
+    SELECT subscriber.id, list.id, at_once.status, CASE WHEN at_once.status = 'confirmed' THEN now() END,
            $4, $5::inet, $6
-    FROM subscriber, list
+    FROM subscriber, list,
+         LATERAL (SELECT CASE WHEN list.optin = 'single' AND NOT EXISTS (SELECT FROM suppression)
+                              THEN 'confirmed' ELSE 'pending' END AS status) AS at_once
     ON CONFLICT (subscriber_id, list_id) DO UPDATE SET
-        status = CASE WHEN subscriptions.status = 'unsubscribed' THEN excluded.status
-                      ELSE subscriptions.status END,
-        confirmed_at = CASE WHEN subscriptions.status = 'unsubscribed' THEN excluded.confirmed_at
-                            ELSE subscriptions.confirmed_at END,
-        unsubscribed_at = CASE WHEN subscriptions.status = 'unsubscribed' THEN NULL
-                               ELSE subscriptions.unsubscribed_at END,
-        source = CASE WHEN subscriptions.status = 'confirmed' THEN subscriptions.source ELSE excluded.source END,
-        signup_ip = CASE WHEN subscriptions.status = 'confirmed' THEN subscriptions.signup_ip
-                         ELSE excluded.signup_ip END,
-        signup_user_agent = CASE WHEN subscriptions.status = 'confirmed' THEN subscriptions.signup_user_agent
-                                 ELSE excluded.signup_user_agent END,
-        updated_at = now()
+        -- A pending sign-up takes the evidence of the latest request; nothing else changes.
+        source = CASE WHEN subscriptions.status = 'pending' THEN excluded.source ELSE subscriptions.source END,
+        signup_ip = CASE WHEN subscriptions.status = 'pending' THEN excluded.signup_ip
+                         ELSE subscriptions.signup_ip END,
+        signup_user_agent = CASE WHEN subscriptions.status = 'pending' THEN excluded.signup_user_agent
+                                 ELSE subscriptions.signup_user_agent END,
+        updated_at = CASE WHEN subscriptions.status = 'pending' THEN now() ELSE subscriptions.updated_at END
     RETURNING subscriber_id, list_id, status
 ), delivery AS (
     INSERT INTO deliveries (kind, subscriber_id, list_id, recipient, request_id, traceparent)
     SELECT 'confirmation', subscription.subscriber_id, subscription.list_id, $1, $7, $8
     FROM subscription, subscriber
-    WHERE subscription.status = 'pending'
+    WHERE subscription.status IN ('pending', 'unsubscribed')
       AND subscriber.status = 'active'
-      AND NOT EXISTS (SELECT 1 FROM suppressions
-                      WHERE lower(suppressions.email) = lower($1) AND suppressions.reason <> 'unsubscribe_all')
+      AND NOT EXISTS (SELECT FROM suppression WHERE reason <> 'unsubscribe_all')
     RETURNING id
 )
 SELECT EXISTS (SELECT 1 FROM list) AS list_found,
@@ -49,17 +50,23 @@ SELECT EXISTS (SELECT 1 FROM list) AS list_found,
 -- name: confirm
 -- Marks the token used and confirms its subscription in one statement. The outer SELECT reads the token as it
 -- was before this statement, which tells a fresh confirmation from a repeated, expired or unknown one.
+-- A subscription left before the token was made comes back: the person asked again and confirms now. A token
+-- made before they left brings nothing back: it reads as expired.
 WITH used AS (
-    UPDATE confirmation_tokens SET used_at = now()
-    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
-    RETURNING subscriber_id, list_id
+    UPDATE confirmation_tokens AS token SET used_at = now()
+    FROM subscriptions
+    WHERE token.token_hash = $1 AND token.used_at IS NULL AND token.expires_at > now()
+      AND subscriptions.subscriber_id = token.subscriber_id AND subscriptions.list_id = token.list_id
+      AND NOT (subscriptions.status = 'unsubscribed' AND subscriptions.unsubscribed_at >= token.created_at)
+    RETURNING token.subscriber_id, token.list_id, token.created_at
 ), confirmed AS (
     UPDATE subscriptions SET status = 'confirmed', confirmed_at = now(), updated_at = now(),
-                             confirm_ip = $2::inet, confirm_user_agent = $3
+                             unsubscribed_at = NULL, confirm_ip = $2::inet, confirm_user_agent = $3
     FROM used
     WHERE subscriptions.subscriber_id = used.subscriber_id
       AND subscriptions.list_id = used.list_id
-      AND subscriptions.status = 'pending'
+      AND (subscriptions.status = 'pending'
+           OR (subscriptions.status = 'unsubscribed' AND subscriptions.unsubscribed_at < used.created_at))
     RETURNING subscriptions.subscriber_id
 ), lifted AS (
     -- Someone who had unsubscribed from everything has now asked again, explicitly.
@@ -72,28 +79,36 @@ WITH used AS (
 )
 SELECT token.used_at IS NOT NULL AS used_before,
        token.expires_at <= now() AS expired,
+       subscriptions.status = 'unsubscribed' AND subscriptions.unsubscribed_at >= token.created_at AS left_since,
        EXISTS (SELECT 1 FROM used) AS used_now,
        (SELECT count(*) FROM lifted) AS lifted,
        lists.name AS list_name
 FROM confirmation_tokens AS token
 JOIN lists ON lists.id = token.list_id
+JOIN subscriptions ON subscriptions.subscriber_id = token.subscriber_id AND subscriptions.list_id = token.list_id
 WHERE token.token_hash = $1;
 
 -- name: token_state
-SELECT token.used_at IS NOT NULL AS used, token.expires_at <= now() AS expired, lists.name AS list_name
+SELECT token.used_at IS NOT NULL AS used,
+       token.expires_at <= now() AS expired,
+       subscriptions.status = 'unsubscribed' AND subscriptions.unsubscribed_at >= token.created_at AS left_since,
+       lists.name AS list_name
 FROM confirmation_tokens AS token
 JOIN lists ON lists.id = token.list_id
+JOIN subscriptions ON subscriptions.subscriber_id = token.subscriber_id AND subscriptions.list_id = token.list_id
 WHERE token.token_hash = $1;
 
 -- name: resend_confirmation
--- Queues a fresh confirmation email for the still-pending subscription behind an (expired) token.
+-- Queues a fresh confirmation email for the still-unconfirmed subscription behind an (expired) token: pending,
+-- or left before the token was made (a sign-up again after leaving).
 WITH target AS (
     SELECT subscriptions.subscriber_id, subscriptions.list_id, subscribers.email
     FROM confirmation_tokens AS token
     JOIN subscriptions USING (subscriber_id, list_id)
     JOIN subscribers ON subscribers.id = subscriptions.subscriber_id
     WHERE token.token_hash = $1
-      AND subscriptions.status = 'pending'
+      AND (subscriptions.status = 'pending'
+           OR (subscriptions.status = 'unsubscribed' AND subscriptions.unsubscribed_at < token.created_at))
       AND subscribers.status = 'active'
       AND NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower(subscribers.email)
                                                     AND suppressions.reason <> 'unsubscribe_all')
@@ -147,3 +162,7 @@ WITH person AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ended) FROM person;
+
+-- name: public_list
+-- A list open to public sign-up; a private one is not found, as an unknown one.
+SELECT id, slug, name, description, optin FROM lists WHERE slug = $1 AND visibility = 'public';

@@ -31,7 +31,7 @@ async def dashboard(admin: SignedIn) -> Response:
 # Lists
 
 
-def _list_fields(form: dict[str, str]) -> tuple[str, str, str]:
+def _list_fields(form: dict[str, str]) -> tuple[str, str, str, str | None]:
     name = SubscriberName.parse(form.get("name", "")).value
     if not 1 <= len(name) <= 200:
         raise InvalidInput("A list needs a name of 1 to 200 characters.")
@@ -39,7 +39,10 @@ def _list_fields(form: dict[str, str]) -> tuple[str, str, str]:
     optin = form.get("optin", "double")
     if optin not in ("double", "single"):
         raise InvalidInput("Opt-in is double or single.")
-    return name, description.value[:2000], optin
+    visibility = form.get("visibility")  # absent: a new list is private, a saved one stays as it is
+    if visibility not in (None, "public", "private"):
+        raise InvalidInput("A list is public or private.")
+    return name, description.value[:2000], optin, visibility
 
 
 @router.get("/admin/lists", response_class=HTMLResponse)
@@ -59,9 +62,11 @@ async def create_list(admin: SignedIn) -> Response:
     try:
         if not slug:
             raise InvalidInput("The slug is made of lowercase letters, digits and '-' (e.g. weekly-news).")
-        name, description, optin = _list_fields(form)
+        name, description, optin, visibility = _list_fields(form)
         async with admin.pool.acquire() as conn:
-            created = await audience.create_list(conn, slug, name, description, optin)
+            created = await audience.create_list(
+                conn, slug, name, description, optin, visibility or "private"
+            )
     except (InvalidInput, Conflict) as error:
         async with admin.pool.acquire() as conn:
             lists = await overview.lists(conn)
@@ -84,8 +89,8 @@ async def update_list(admin: SignedIn, list_id: Id) -> Response:
     form = await admin.form()
     async with admin.pool.acquire() as conn:
         try:
-            name, description, optin = _list_fields(form)
-            updated = await audience.update_list(conn, list_id, name, description, optin)
+            name, description, optin, visibility = _list_fields(form)
+            updated = await audience.update_list(conn, list_id, name, description, optin, visibility)
         except InvalidInput as error:
             found = await overview.get_list(conn, list_id)
             return admin.render("list", 422, list={**found, **form}, error=str(error))
