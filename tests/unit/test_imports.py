@@ -244,3 +244,13 @@ class _AnyReason(str):
 
 
 ANY_REASON = _AnyReason()
+
+
+@given(st.text(max_size=40))
+def test_a_cell_neutralised_for_spreadsheets_reads_back_as_it_was(value: str) -> None:
+    from newsletter.services.imports import read_cell, write_cell
+
+    written = write_cell(value)
+
+    assert read_cell(written) == value
+    assert written[:1] not in ("=", "+", "-", "@", "\t", "\r")

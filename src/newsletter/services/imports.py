@@ -26,6 +26,7 @@ from email_validator.syntax import validate_email_domain_name
 from newsletter.db.queries import query
 from newsletter.domain.subscriber import (
     MAX_EMAIL_LENGTH,
+    MAX_LOCAL_PART_LENGTH,
     MAX_NAME_LENGTH,
     InvalidInput,
     ListSlug,
@@ -109,7 +110,7 @@ def _domain(domain: str) -> tuple[str, int] | None:
     # The parser checks the length of the address as given, as normalized and with an IDNA (ASCII) domain.
     ascii_domain = validate_email_domain_name(domain)["ascii_domain"]
     longest = max(len(domain.encode()), len(normalized.encode()), len(ascii_domain))
-    return normalized, MAX_EMAIL_LENGTH - 1 - longest
+    return normalized, min(MAX_LOCAL_PART_LENGTH, MAX_EMAIL_LENGTH - 1 - longest)
 
 
 def normalize_email(raw: str) -> str:
@@ -175,6 +176,22 @@ def _holds_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(_holds_nul(item) for item in value)
     return False
+
+
+# A cell an export neutralised for spreadsheets (see csv_cell in migration 0012): one apostrophe before a
+# run of apostrophes and a character that starts a formula.
+_NEUTRALISED = re.compile(r"'+[=+\-@\t\r]")
+
+
+def read_cell(raw: str) -> str:
+    """A cell as the export wrote it, back to its value: the apostrophe an export put in front of a cell that
+    a spreadsheet would run as a formula is taken off; nothing else changes."""
+    return raw[1:] if raw.startswith("'") and _NEUTRALISED.match(raw) else raw
+
+
+def write_cell(value: str) -> str:
+    """The export's neutralisation (csv_cell in SQL), for the tests that check both agree."""
+    return "'" + value if re.match(r"'*[=+\-@\t\r]", value) else value
 
 
 def _shown(raw: str) -> str:
@@ -299,8 +316,9 @@ class RowParser:
                 raw = row[email_at] if email_at < len(row) else ""
                 self._reject(line, raw, f"expected {width} fields as in the header, found {len(row)}")
                 continue
+            if "'" in (joined := "".join(row)):
+                row = [read_cell(cell) for cell in row]
             raw_email = row[email_at]
-            joined = "".join(row)
             if not joined.isascii():
                 try:
                     joined.encode("utf-8")
@@ -407,6 +425,7 @@ async def _merge(conn: asyncpg.Connection, parser: RowParser, list_id: int) -> I
         if not pending.done():
             await asyncio.wait([pending])
     await conn.execute(query("import_analyze"), timeout=MERGE_TIMEOUT_SECONDS)
+    await conn.execute(query("import_restore_suppressions"), timeout=MERGE_TIMEOUT_SECONDS)
     merged = await conn.fetchrow(
         query("import_merge"), list_id, MAX_REJECTED_LISTED, timeout=MERGE_TIMEOUT_SECONDS
     )

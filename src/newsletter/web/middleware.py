@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,12 +18,13 @@ from newsletter import telemetry
 log = structlog.get_logger("newsletter.http")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-# Pages hold no script and load nothing from elsewhere; the API docs page is the one exception.
+# Pages hold no script and load nothing from elsewhere (the admin pages and the API docs set their own).
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-_DOCS_PATHS = ("/docs", "/redoc")
+# Path parameters holding a secret (a token) or a person's address: such a path is logged as its route.
+_REDACTED_PARAMETERS = ("{token}", "{email}")
 # A client streaming an oversized body (no Content-Length) only sees our 413 if we read what it sends; past
 # this much we stop reading and let the connection drop.
 _DRAIN_LIMIT = 16 * 1024 * 1024
@@ -70,7 +72,7 @@ class RequestContextMiddleware:
                 own_policy = any(
                     name.lower() == b"content-security-policy" for name, _ in message.get("headers", [])
                 )
-                if not own_policy and not path.startswith(_DOCS_PATHS):
+                if not own_policy:
                     extra += [
                         (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
                         (b"x-frame-options", b"DENY"),
@@ -100,8 +102,7 @@ class RequestContextMiddleware:
             log.info(
                 "request",
                 method=scope["method"],
-                # An unsubscribe link's path is its secret token: such a path is logged as its route.
-                path=route if "{token}" in route else path,
+                path=_loggable(path, route),
                 route=route,
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
@@ -160,6 +161,15 @@ def _metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
         telemetry.HTTP_REQUESTS.labels(method, route, str(status)),
         telemetry.HTTP_LATENCY.labels(method, route),
     )
+
+
+def _loggable(path: str, route: str) -> str:
+    """The path as it may be logged. An unsubscribe link's path is its secret token, a suppression's holds an
+    address (erasure cannot reach log lines): such paths, and any other holding an @, are logged as their
+    route."""
+    if any(name in route for name in _REDACTED_PARAMETERS) or "@" in unquote(path):
+        return route
+    return path
 
 
 def _route_of(scope: Scope) -> str:

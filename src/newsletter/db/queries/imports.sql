@@ -23,6 +23,17 @@ CREATE TEMPORARY TABLE import_rows (
 -- name: import_analyze
 ANALYZE import_rows;
 
+-- name: import_restore_suppressions
+-- The suppressions of erased addresses that the file brings back (migration 0012) are restored before the
+-- merge judges the rows, so that it refuses them with their reason. Nothing to do, and nothing read, when no
+-- erased address was suppressed.
+INSERT INTO suppressions (email, reason, detail)
+SELECT staged.email, erased.reason, 'suppressed before an erasure of this address'
+FROM import_rows AS staged
+JOIN erased_suppressions AS erased ON erased.address_hash = erased_address_hash(staged.email)
+WHERE EXISTS (SELECT FROM erased_suppressions)
+ON CONFLICT ((lower(email))) DO NOTHING;
+
 -- name: import_merge
 -- Merges the staged file in one statement. Each row is either:
 -- * a duplicate: its address (whatever the case) came on an earlier line;
@@ -102,8 +113,10 @@ FROM counted;
 
 -- name: export_subscribers
 -- One row per subscription, and one for each person without any; $1 list id, $2 status (the subscriber's,
--- active or blocklisted, or the subscription's), each NULL for all. Times in UTC, ISO 8601.
-SELECT subscribers.email, subscribers.name, subscribers.attributes, subscribers.status, lists.slug,
+-- active or blocklisted, or the subscription's), each NULL for all. Times in UTC, ISO 8601. The cells people
+-- typed are neutralised for spreadsheets (csv_cell, migration 0012); the import takes that off again.
+SELECT csv_cell(subscribers.email), csv_cell(subscribers.name), csv_cell(subscribers.attributes::text),
+       subscribers.status, lists.slug,
        subscriptions.status,
        to_char(subscriptions.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
        to_char(subscriptions.confirmed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),

@@ -45,17 +45,30 @@ WITH person AS (
     FROM person
     WHERE deliveries.subscriber_id = person.id OR lower(deliveries.recipient) = lower(person.email)
     RETURNING 1
+), kept AS (
+    -- The suppression outlives the address as a keyed hash, restored if the address comes back.
+    INSERT INTO erased_suppressions (address_hash, reason)
+    SELECT erased_address_hash(suppressions.email), suppressions.reason
+    FROM suppressions JOIN person ON lower(suppressions.email) = lower(person.email)
+    ON CONFLICT (address_hash) DO UPDATE SET reason = excluded.reason
+    WHERE erased_suppressions.reason = 'unsubscribe_all'
 ), unsuppressed AS (
     DELETE FROM suppressions USING person WHERE lower(suppressions.email) = lower(person.email) RETURNING 1
 ), forgotten_events AS (
     DELETE FROM delivery_events USING person WHERE lower(delivery_events.email) = lower(person.email)
     RETURNING 1
 ), unlimited AS (
-    DELETE FROM rate_limits USING person WHERE rate_limits.key = 'signup:address:' || lower(person.email)
+    -- The sign-up limit counts per mailbox: the address without its +tag (services/subscriptions.py).
+    DELETE FROM rate_limits USING person
+    WHERE rate_limits.key = 'signup:mailbox:' || lower(regexp_replace(person.email, '\+[^@]*(@[^@]*)$', '\1'))
     RETURNING 1
 ), forgotten_responses AS (
+    -- Stored responses hold the address as it is, or (stored before migration 0012) with its non-ASCII
+    -- characters escaped.
     DELETE FROM idempotency_keys USING person
     WHERE position(lower(person.email) IN lower(convert_from(idempotency_keys.response_body, 'UTF8'))) > 0
+       OR position(lower(json_ascii_escaped(person.email))
+                   IN lower(convert_from(idempotency_keys.response_body, 'UTF8'))) > 0
     RETURNING 1
 ), erased AS (
     DELETE FROM subscribers USING person WHERE subscribers.id = person.id RETURNING 1
