@@ -27,10 +27,11 @@ from newsletter.services.providers.sns import HttpsFetcher, SnsVerifier
 from newsletter.services.wake import Waker
 from newsletter.tracing import configure_tracing, shutdown_tracing
 from newsletter.transports import transport_from_settings
-from newsletter.web import admin, api, public, suppressions, transfer, webhooks
+from newsletter.web import admin, api, docs, public, suppressions, transfer, webhooks
 from newsletter.web.admin import operations
 from newsletter.web.middleware import RequestContextMiddleware
 from newsletter.web.problems import problem
+from newsletter.web.redirects import install_slash_redirects
 from newsletter.worker.delivery import DATABASE_ERRORS, DeliveryWorker
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,8 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
         title="Newsletter",
         version=__version__,
         description="Double opt-in sign-up and reliable newsletter delivery on PostgreSQL.",
+        docs_url=None,  # served by web/docs.py, from the package, under a policy
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.pool = pool
@@ -57,6 +60,8 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
     app.include_router(suppressions.router)
     app.include_router(webhooks.router)
     admin.install(app)
+    docs.install(app)
+    install_slash_redirects(app.router, settings.base_url)
     static = resources.files("newsletter").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 

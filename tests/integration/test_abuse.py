@@ -128,3 +128,49 @@ async def test_the_limits_hold_across_processes_because_they_live_in_the_databas
         ]
 
     assert answers == [202, 202, 429]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/subscriptions", 400),
+        # Token endpoints read an unreadable body as a wrong token, as any other unreadable body.
+        ("/subscriptions/confirm", 404),
+        ("/subscriptions/confirm/resend", 404),
+        ("/unsubscribe/" + "A" * 43, 404),
+    ],
+)
+async def test_json_nested_too_deep_to_parse_is_a_clear_answer_not_a_500(
+    app: TestApp, path: str, status: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    response = await app.client.post(path, content=b"[" * 5000, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == status
+    output = "".join(capfd.readouterr())
+    assert "Traceback" not in output and "RecursionError" not in output
+
+
+async def test_the_per_address_limit_counts_a_mailbox_whatever_its_tags(database_url: str) -> None:
+    smtp = SMTPServer()
+    smtp.start()
+    try:
+        async with spawn_app(database_url, smtp, signup_address_limit=5, signup_ip_limit=1000) as app:
+            answers = [(await app.subscribe(f"target+{n}@example.com")).status_code for n in range(40)]
+            other = await app.subscribe("someone.else@example.com")
+            await app.dispatch_all_pending()
+            confirmations = [m for m in smtp.received if m.recipients[0].startswith("target+")]
+    finally:
+        smtp.stop()
+
+    assert answers == [202] * 5 + [429] * 35
+    assert other.status_code == 202
+    assert len(confirmations) == 5
+
+
+async def test_a_local_part_longer_than_64_characters_is_refused(app: TestApp) -> None:
+    too_long = await app.subscribe("a" * 65 + "@example.com")
+    longest = await app.subscribe("a" * 64 + "@example.com")
+
+    assert too_long.status_code == 422
+    assert "email" in [error["field"] for error in too_long.json()["errors"]]
+    assert longest.status_code == 202

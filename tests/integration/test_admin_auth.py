@@ -325,3 +325,55 @@ async def test_the_login_page_itself_has_a_csrf_token_and_a_policy(admin_app: Te
         page = await browser.get("/admin/login")
     assert csrf_of(page.text)
     assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+async def _login_again(browser: AdminBrowser, password: str = ADMIN_PASSWORD) -> int:
+    """A new login from a browser that keeps its other cookies (the device cookie), its session gone."""
+    browser.client.cookies.delete("nl_session", path="/admin")
+    return (await browser.login(password=password)).status_code
+
+
+async def test_only_failures_count_and_a_successful_login_is_never_counted(strict_app: TestApp) -> None:
+    async with AdminBrowser(strict_app) as browser:
+        logins = [await _login_again(browser) for _ in range(8)]
+    assert logins == [303] * 8
+
+
+async def test_wrong_passwords_from_elsewhere_never_keep_the_owner_out(strict_app: TestApp) -> None:
+    """Another network address (X-Forwarded-For from the proxy the server trusts) guesses until it is refused;
+    the owner, on their own address, and on a browser they logged in with before, still logs in."""
+    async with AdminBrowser(strict_app) as known, AdminBrowser(strict_app) as owner:
+        assert (await known.login()).status_code == 303  # this browser has logged in before
+        attacker = AdminBrowser(strict_app)
+        attacker.client.headers["X-Forwarded-For"] = "203.0.113.9"
+        async with attacker:
+            guesses = [(await attacker.login(password=f"guess {n}")).status_code for n in range(4)]
+        from_another_address = await owner.login()
+        again_from_known_browser = await _login_again(known)
+
+    assert guesses == [401, 401, 401, 429]
+    assert from_another_address.status_code == 303
+    assert again_from_known_browser == 303
+
+
+async def test_a_browser_that_logged_in_before_is_counted_on_its_own(strict_app: TestApp) -> None:
+    """Same network address: the guesses of a stranger's browser lock that browser out, not the owner's."""
+    async with AdminBrowser(strict_app) as known, AdminBrowser(strict_app) as stranger:
+        assert (await known.login()).status_code == 303
+        guesses = [(await stranger.login(password=f"guess {n}")).status_code for n in range(4)]
+        refused_right_password = await stranger.login()
+        owner = await _login_again(known)
+
+    assert guesses == [401, 401, 401, 429]
+    assert refused_right_password.status_code == 429
+    assert owner == 303
+
+
+async def test_a_redirect_never_leads_to_the_host_the_request_named(admin_app: TestApp) -> None:
+    for path in ("/admin/", "/admin/lists/"):
+        response = await admin_app.client.get(path, headers={"Host": "evil.example"})
+        assert response.status_code in (303, 307), (path, response.status_code)
+        assert response.headers["location"].startswith(admin_app.settings.base_url + "/admin"), (
+            response.headers
+        )
+    assert (await admin_app.client.get("/no-such-page/")).status_code == 404

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from newsletter.domain.tokens import Token
-from tests.harness import TestApp
+from tests.harness import SMTPServer, TestApp, spawn_app
 
 pytestmark = pytest.mark.asyncio
 
@@ -102,3 +102,19 @@ async def test_a_confirmation_email_queued_before_confirming_elsewhere_is_not_se
     assert len(app.smtp.to("ada@example.com")) == 1
     statuses = [row["status"] for row in await app.deliveries("ada@example.com")]
     assert statuses == ["sent", "cancelled"]
+
+
+@pytest.mark.parametrize(("hours", "said", "minutes"), [(0.5, "30 minutes", 30), (1.5, "90 minutes", 90)])
+async def test_a_fractional_validity_is_kept_to_the_minute(
+    database_url: str, smtp: SMTPServer, hours: float, said: str, minutes: int
+) -> None:
+    async with spawn_app(database_url, smtp, confirmation_ttl_hours=hours) as app:
+        link = await _link_for(app, "ada@example.com")
+        lifetime = await app.pool.fetchval(
+            "SELECT extract(epoch FROM expires_at - created_at) / 60 FROM confirmation_tokens"
+        )
+        confirmed = await app.confirm(link)
+
+    assert round(lifetime) == minutes
+    assert f"The link is valid for {said}." in smtp.received[0].body("plain")
+    assert confirmed.status_code == 200

@@ -153,3 +153,28 @@ async def test_the_worker_log_carries_the_request_id_of_the_signup(
     lines = [line for line in capsys.readouterr().err.splitlines() if "signup-req-42" in line]
     events = {line.split('"event": "')[1].split('"')[0] for line in lines}
     assert {"request", "email settled"} <= events
+
+
+async def test_an_address_holding_placeholder_text_keeps_every_header_of_its_own(app: TestApp) -> None:
+    """Templates are filled in one pass: an address that spells a placeholder is written as it is."""
+    from tests.harness import add_confirmed, admin_client
+
+    address = "NLPHxMESSAGEIDx.NLPHxDATEx@example.com"
+    await app.pool.execute("INSERT INTO subscribers (email) VALUES ($1)", address)
+    await app.pool.execute(
+        "INSERT INTO subscriptions (subscriber_id, list_id, status, confirmed_at) "
+        "SELECT id, 1, 'confirmed', now() FROM subscribers"
+    )
+    [other] = await add_confirmed(app.pool, 1)
+    admin = await admin_client(app)
+    issue = (await admin.post("/issues", {"subject": "News", "markdown": "Hello"})).json()
+    await admin.post(f"/issues/{issue['id']}/send")
+    await app.dispatch_all_pending()
+
+    [received] = app.smtp.to(address)
+    message = received.message
+    assert message["To"] == address
+    assert message["Message-ID"].startswith("<") and "NLPHx" not in message["Message-ID"]
+    assert message["Date"].datetime is not None
+    assert len(app.smtp.to(other)) == 1
+    assert "NLPH" not in received.raw.decode().replace(address, "")

@@ -268,6 +268,11 @@ async def test_an_sns_message_signed_by_another_key_is_rejected(hooks: Webhooks)
         "https://sns.eu-west-1.amazonaws.com:8443/cert.pem",
         "https://evilsns.eu-west-1.amazonaws.com/cert.pem",
         "https://sns.eu-west-1.amazonaws.com\\@evil.com/cert.pem",
+        # On an SNS host, but not where SNS keeps its certificates, or with a query.
+        "https://sns.eu-west-1.amazonaws.com/cert.pem",
+        "https://sns.eu-west-1.amazonaws.com/?Action=ListTopics",
+        "https://sns.eu-west-1.amazonaws.com/a/SimpleNotificationService-0123456789abcdef.pem",
+        CERT_URL + "?cachebuster=1",
     ],
 )
 async def test_a_certificate_anywhere_but_an_sns_host_is_never_fetched(
@@ -673,4 +678,19 @@ async def test_other_postmark_records_change_nothing(hooks: Webhooks) -> None:
     delivery = await hooks.postmark({"RecordType": "Delivery", "ID": 5, "Recipient": reader})
 
     assert auto_reply.json() == delivery.json() == {"received": 0, "recorded": 0}
+    assert await hooks.suppression(reader) is None
+
+
+async def test_wrong_postmark_credentials_are_throttled_like_token_guesses(hooks: Webhooks) -> None:
+    [reader] = await add_confirmed(hooks.app.pool, 1)
+    hooks.app.settings.token_guess_limit = 3
+
+    wrong = [
+        (await hooks.postmark(postmark_bounce(reader), auth=("postmark", f"guess {n}"))).status_code
+        for n in range(4)
+    ]
+    right = await hooks.postmark(postmark_bounce(reader))
+
+    assert wrong == [401, 401, 401, 429]
+    assert right.status_code == 429 and int(right.headers["retry-after"]) > 0
     assert await hooks.suppression(reader) is None

@@ -9,6 +9,7 @@ from email_validator import EmailNotValidError, validate_email
 
 MAX_NAME_LENGTH = 256
 MAX_EMAIL_LENGTH = 254
+MAX_LOCAL_PART_LENGTH = 64
 
 
 class InvalidInput(ValueError):
@@ -28,7 +29,8 @@ class SubscriberEmail:
             raise InvalidInput("This email address is too long.")
         try:
             # No DNS lookup in the request path: deliverability shows when the confirmation email is sent.
-            parsed = validate_email(candidate, check_deliverability=False, allow_smtputf8=True)
+            # Strict: a local part over RFC 5321's 64 characters is refused, as mail servers refuse it.
+            parsed = validate_email(candidate, check_deliverability=False, allow_smtputf8=True, strict=True)
         except EmailNotValidError as error:
             raise InvalidInput(f"This is not a valid email address: {error}") from None
         return cls(parsed.normalized)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 import html as html_lib
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -33,13 +34,17 @@ TEXT_PART = (
     b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
 )
 HTML_PART = b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
-# Placeholders are plain alphanumerics: header folding and quoted-printable leave them whole.
-PLACEHOLDER_PREFIX = "NLPHx"
-RECIPIENT = "NLPHxRECIPIENTx"
-MESSAGE_ID = "NLPHxMESSAGEIDx"
-DATE = "NLPHxDATEx"
-LIST_ID = "NLPHxLISTIDx"
-UNSUBSCRIBE_URL = "NLPHxUNSUBSCRIBEx"
+# Placeholders are plain alphanumerics: header folding and quoted-printable leave them whole. Templates are
+# split at them once, when built, and filled in one pass: a value is never searched for placeholders, so an
+# address that holds placeholder text is written as it is. The prefix is drawn at random by each process, so
+# that no text written into a template (a subject, a list's name) can pass for one either.
+PLACEHOLDER_PREFIX = f"NLPH{secrets.token_hex(8)}x"
+_PLACEHOLDER = re.compile(f"({PLACEHOLDER_PREFIX}[A-Z]+x)")
+RECIPIENT = f"{PLACEHOLDER_PREFIX}RECIPIENTx"
+MESSAGE_ID = f"{PLACEHOLDER_PREFIX}MESSAGEIDx"
+DATE = f"{PLACEHOLDER_PREFIX}DATEx"
+LIST_ID = f"{PLACEHOLDER_PREFIX}LISTIDx"
+UNSUBSCRIBE_URL = f"{PLACEHOLDER_PREFIX}UNSUBSCRIBEx"
 _SPECIALS = '()<>[]:;@\\,."'  # RFC 5322 3.2.3: a phrase holding one of these must be quoted
 
 
@@ -110,6 +115,16 @@ def preview(template: MessageTemplate, *, recipient: str, list_id: str, unsubscr
     return Preview(str(parsed["Subject"]), html_part.get_content(), text_part.get_content())
 
 
+def _split(text: str) -> tuple[str, ...]:
+    """Text cut at its placeholders: literal text at even positions, placeholders at odd ones."""
+    return tuple(_PLACEHOLDER.split(text))
+
+
+def _fill(parts: tuple[str, ...], values: Mapping[str, str]) -> str:
+    """One pass: each placeholder replaced by its value (one without a value stays as it is)."""
+    return "".join(values.get(part, part) if index % 2 else part for index, part in enumerate(parts))
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedBody:
     """A body in quoted-printable, encoded once: only the lines holding a placeholder are encoded per message.
@@ -117,19 +132,19 @@ class EncodedBody:
     Quoted-printable works line by line, so encoded runs of whole lines can be joined as they are.
     """
 
-    parts: tuple[bytes | str, ...]
+    parts: tuple[bytes | tuple[str, ...], ...]
     escape: bool
 
     @classmethod
     def build(cls, body: str, *, escape: bool) -> EncodedBody:
-        parts: list[bytes | str] = []
+        parts: list[bytes | tuple[str, ...]] = []
         static: list[str] = []
         for line in _crlf(body).splitlines(keepends=True):
             if PLACEHOLDER_PREFIX in line:
                 if static:
                     parts.append(_qp("".join(static)))
                     static = []
-                parts.append(line)
+                parts.append(_split(line))
             else:
                 static.append(line)
         if static:
@@ -137,20 +152,14 @@ class EncodedBody:
         return cls(tuple(parts), escape)
 
     def fill(self, values: Mapping[str, str]) -> list[bytes]:
-        filled = []
-        for part in self.parts:
-            if isinstance(part, bytes):
-                filled.append(part)
-                continue
-            for placeholder, value in values.items():
-                part = part.replace(placeholder, html_lib.escape(value) if self.escape else value)
-            filled.append(_qp(part))
-        return filled
+        if self.escape:
+            values = {placeholder: html_lib.escape(value) for placeholder, value in values.items()}
+        return [part if isinstance(part, bytes) else _qp(_fill(part, values)) for part in self.parts]
 
 
 @dataclass(frozen=True, slots=True)
 class MessageTemplate:
-    head: str
+    head: tuple[str, ...]
     text: EncodedBody
     html: EncodedBody
     boundary: bytes
@@ -172,7 +181,7 @@ class MessageTemplate:
             f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
         )
         return cls(
-            head=head,
+            head=_split(head),
             text=EncodedBody.build(rendered.text, escape=False),
             html=EncodedBody.build(rendered.html, escape=True),
             boundary=boundary.encode(),
@@ -181,10 +190,7 @@ class MessageTemplate:
     def fill(self, *, recipient: str, message_id: str, values: Mapping[str, str] | None = None) -> bytes:
         """One recipient's message. `values` replace placeholders in headers and bodies (escaped for HTML)."""
         values = values or {}
-        head = self.head.replace(RECIPIENT, recipient, 1).replace(MESSAGE_ID, message_id, 1)
-        head = head.replace(DATE, _date_now(), 1)
-        for placeholder, value in values.items():
-            head = head.replace(placeholder, value)
+        head = _fill(self.head, {**values, RECIPIENT: recipient, MESSAGE_ID: message_id, DATE: _date_now()})
         boundary = self.boundary
         return b"".join((
             head.encode(),
@@ -233,6 +239,15 @@ def list_id(name: str, identifier: str) -> str:
     else:
         phrase = name
     return f"{phrase} <{identifier}>"
+
+
+def duration(seconds: float) -> str:
+    """A validity period as a person reads it: "48 hours", "90 minutes", "1 hour"."""
+    minutes = max(1, round(seconds / 60))
+    if minutes % 60 == 0:
+        hours = minutes // 60
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 def message_id(domain: str, unique: str) -> str:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from newsletter.db.queries import query
 from newsletter.domain.subscriber import InvalidInput, ListSlug, SubscriberEmail, SubscriberName
@@ -23,7 +23,8 @@ from newsletter.services.errors import Conflict, Invalid, NotFound
 from newsletter.services.tokens import Principal, authenticate
 from newsletter.web.problems import PROBLEM_JSON
 
-_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+# Any printable ASCII, spaces included (draft-ietf-httpapi-idempotency-key-header), up to 255 characters.
+_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 # Ids are PostgreSQL bigints: anything larger cannot name a row.
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _bearer = HTTPBearer(auto_error=False, description="An API token from `newsletter tokens create`")
@@ -71,8 +72,14 @@ Auth = Annotated[Principal, Depends(principal)]
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
 
+def _encode(body: Any) -> bytes:
+    """JSON as UTF-8, non-ASCII characters as they are: a stored response must hold an address as the erasure
+    looks for it, not as `\\u00f6` escapes."""
+    return json.dumps(jsonable_encoder(body), ensure_ascii=False).encode()
+
+
 def _json(status: int, body: Any) -> Response:
-    return Response(json.dumps(jsonable_encoder(body)), status, media_type="application/json")
+    return Response(_encode(body), status, media_type="application/json")
 
 
 async def _read(request: Request, action: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Response:
@@ -110,7 +117,9 @@ async def _write(
     key = request.headers.get("idempotency-key")
     if key is not None and not _KEY.fullmatch(key):
         return ApiError(
-            400, "Bad request", "Idempotency-Key must be 1 to 255 printable ASCII characters."
+            400,
+            "Bad request",
+            "Idempotency-Key must be 1 to 255 printable ASCII characters (spaces allowed).",
         ).response()
     # The query string counts when there is one (the list of an import); without one, the fingerprint is as it
     # always was, so keys stored before keep matching.
@@ -149,7 +158,7 @@ async def _write(
                         headers={"Idempotent-Replayed": "true"},
                     )
             result = await action(conn)
-            body = json.dumps(jsonable_encoder(result)).encode()
+            body = _encode(result)
             if key is not None:
                 await conn.execute(query("idempotency_store"), who.token_id, key, status, body)
             return Response(body, status, media_type="application/json")
@@ -163,10 +172,14 @@ def _page(items: list[dict[str, Any]], limit: int, key: str = "id") -> dict[str,
     return {"items": items, "next_cursor": str(items[-1][key]) if len(items) == limit else None}
 
 
+_CURSOR = re.compile(r"[0-9]{1,18}")
+
+
 def _cursor(raw: str | None) -> int | None:
+    """A cursor this API returned (an id in ASCII digits); anything else, `²` included, is refused."""
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not _CURSOR.fullmatch(raw):
         raise ApiError(422, "Invalid request", "cursor: not a cursor this API returned")
     return int(raw)
 
@@ -187,6 +200,9 @@ class ListIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     optin: Literal["double", "single"] = "double"
+    # Public: anyone may sign up with the form or POST /subscriptions. Private: people are added by the
+    # operator only (API, admin, import).
+    visibility: Literal["public", "private"] = "private"
 
 
 class ListPatch(BaseModel):
@@ -194,6 +210,7 @@ class ListPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
     optin: Literal["double", "single"] | None = None
+    visibility: Literal["public", "private"] | None = None
 
 
 @router.get("/lists", summary="All lists with their subscriber counts")
@@ -209,7 +226,10 @@ async def post_list(request: Request, who: Auth, body: ListIn) -> Response:
         return ApiError(422, "Invalid request", "slug: lowercase letters, digits and '-'").response()
     name = _text(body.name, "name")
     return await _write(
-        request, who, 201, lambda conn: audience.create_list(conn, slug, name, body.description, body.optin)
+        request,
+        who,
+        201,
+        lambda conn: audience.create_list(conn, slug, name, body.description, body.optin, body.visibility),
     )
 
 
@@ -225,7 +245,7 @@ async def patch_list(request: Request, who: Auth, list_id: Id, body: ListPatch) 
         request,
         who,
         200,
-        lambda conn: audience.update_list(conn, list_id, name, body.description, body.optin),
+        lambda conn: audience.update_list(conn, list_id, name, body.description, body.optin, body.visibility),
     )
 
 
@@ -238,27 +258,29 @@ async def delete_list(request: Request, who: Auth, list_id: Id) -> Response:
 # Subscribers
 
 
+def _small_attributes(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and len(json.dumps(value)) > 16_384:
+        raise ValueError("attributes are limited to 16 KB of JSON")
+    return value
+
+
+Attributes = Annotated[dict[str, Any], AfterValidator(_small_attributes)]
+
+
 class SubscriberIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(max_length=320)
     name: str = Field(default="", max_length=256)
     lists: list[str] = Field(default_factory=lambda: ["default"], max_length=100)
     status: Literal["confirmed", "pending"] = "pending"
-    attributes: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("attributes")
-    @classmethod
-    def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(value)) > 16_384:
-            raise ValueError("attributes are limited to 16 KB of JSON")
-        return value
+    attributes: Attributes = Field(default_factory=dict)
 
 
 class SubscriberPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, max_length=256)
     status: Literal["active", "blocklisted"] | None = None
-    attributes: dict[str, Any] | None = None
+    attributes: Attributes | None = None
 
 
 def _parse_person(

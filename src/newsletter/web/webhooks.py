@@ -6,6 +6,7 @@ Providers retry until they get a 2xx, so each event is applied once however ofte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from newsletter.config import Settings
+from newsletter.services import ratelimit
 from newsletter.services.events import BounceRules, DeliveryEvent, apply_events
 from newsletter.services.providers import Rejected, Unavailable, postmark, sendgrid
 from newsletter.services.providers.ses import ses_events
@@ -101,15 +103,42 @@ async def sendgrid_webhook(request: Request) -> Response:
     return await _apply(request, read)
 
 
-@router.post("/postmark", summary="Postmark bounce and spam complaint webhooks (basic auth)")
+def _credential_guesses(request: Request) -> list[ratelimit.Limit]:
+    """Wrong webhook credentials, counted per network address as wrong confirmation tokens are."""
+    if request.client is None:
+        return []
+    settings = _event_settings(request)
+    key = f"webhook-credentials:ip:{request.client.host}"
+    return [ratelimit.Limit(key, settings.token_guess_limit, settings.token_guess_window_seconds)]
+
+
+@router.post(
+    "/postmark",
+    summary="Postmark bounce and spam complaint webhooks (basic auth)",
+    responses={429: {"description": "Too many wrong credentials from this network address; see Retry-After"}},
+)
 async def postmark_webhook(request: Request) -> Response:
     settings = _event_settings(request)
     password = settings.postmark_webhook_password
+    pool: asyncpg.Pool = request.app.state.pool
+    guesses = _credential_guesses(request)
+    try:
+        # Checked first: once refused, right credentials are answered as wrong ones are.
+        await ratelimit.refuse_if_exceeded(pool, guesses)
+    except ratelimit.RateLimited as limited:
+        return problem(
+            429,
+            "Too many requests",
+            f"Too many wrong credentials; try again in {limited.retry_after} seconds.",
+            headers={"Retry-After": str(limited.retry_after)},
+        )
     if not postmark.authorized(
         request.headers.get("Authorization"),
         settings.postmark_webhook_user,
         password.get_secret_value() if password is not None else None,
     ):
+        with contextlib.suppress(ratelimit.RateLimited):  # this answer stays 401; the next is refused
+            await ratelimit.hit(pool, guesses)
         return problem(
             401,
             "Unauthorized",

@@ -291,7 +291,7 @@ class DeliveryWorker:
             "confirmation",
             list_name=row["list_name"] or "our newsletter",
             link=link,
-            valid_hours=round(self.settings.confirmation_ttl_hours),
+            valid_for=emails.duration(self.settings.confirmation_ttl_hours * 3600),
         )
         message = emails.to_mime(rendered, sender=self._sender, recipient=row["recipient"])
         return OutgoingEmail(row["id"], self._return_path(row["id"]), row["recipient"], message)

@@ -21,6 +21,11 @@ from newsletter.services.providers import Rejected, Unavailable
 # The whole URL, not a parsed host: a check and a fetch that parse a URL differently must not disagree about
 # where it leads. SNS serves certificates and confirmations at https://sns.<region>.amazonaws.com/ only.
 _SNS_URL = re.compile(r"https://sns\.[a-z0-9-]+\.amazonaws\.com/[A-Za-z0-9\-._~/?&=:%+]*")
+# A signing certificate has one shape of path, and no query: anything else is not fetched at all, so a message
+# cannot make us fetch arbitrary paths or fill the cache with one entry per query string.
+_CERTIFICATE_URL = re.compile(
+    r"https://sns\.[a-z0-9-]{3,}\.amazonaws\.com/SimpleNotificationService-[A-Za-z0-9]{1,64}\.pem"
+)
 
 # The fields each type of message is signed over, in this order (AWS: "Verifying the signatures of Amazon SNS
 # messages"); a field absent from a message is left out.
@@ -65,6 +70,10 @@ class HttpsFetcher:
 
 def is_sns_url(url: str) -> bool:
     return _SNS_URL.fullmatch(url) is not None
+
+
+def is_certificate_url(url: str) -> bool:
+    return _CERTIFICATE_URL.fullmatch(url) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +142,8 @@ class SnsVerifier:
         # Before any fetch: a stranger's message must not make us fetch anything.
         if message.topic_arn not in topics:
             raise Rejected(403, "Messages from this SNS topic are not accepted.")
-        if not is_sns_url(message.signing_cert_url):
-            raise Rejected(403, "The signing certificate is not on an Amazon SNS host.")
+        if not is_certificate_url(message.signing_cert_url):
+            raise Rejected(403, "The signing certificate is not an Amazon SNS certificate URL.")
         certificate = await self._certificate(message.signing_cert_url)
         key = certificate.public_key()
         if not isinstance(key, rsa.RSAPublicKey):

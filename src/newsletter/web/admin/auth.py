@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 
 from fastapi import APIRouter, Request
@@ -11,11 +12,14 @@ from newsletter.domain.subscriber import InvalidInput, SubscriberName
 from newsletter.services import accounts, ratelimit, tokens
 from newsletter.services.errors import Invalid
 from newsletter.web.admin.core import (
+    DEVICE_COOKIE,
+    DEVICE_COOKIE_SECONDS,
     LOGIN_COOKIE,
     SESSION_COOKIE,
     SignedIn,
     clear_cookie,
     csrf_rejected,
+    device_cookie,
     login_csrf_token,
     pool_of,
     render_page,
@@ -23,6 +27,7 @@ from newsletter.web.admin.core import (
     set_cookie,
     settings_of,
     tokens_match,
+    trusted_device,
 )
 from newsletter.web.api import Id
 
@@ -73,21 +78,11 @@ async def login(request: Request) -> Response:
     next_url = safe_next(str(form.get("next", "")))
     settings = settings_of(request)
     pool = pool_of(request)
-    ip = request.client.host if request.client else "unknown"
+    failures = _failure_limits(request, email)
     try:
-        await ratelimit.hit(
-            pool,
-            [
-                ratelimit.Limit(
-                    f"admin-login:ip:{ip}", settings.admin_login_ip_limit, settings.admin_login_window_seconds
-                ),
-                ratelimit.Limit(
-                    f"admin-login:email:{email.strip().lower()}",
-                    settings.admin_login_email_limit,
-                    settings.admin_login_window_seconds,
-                ),
-            ],
-        )
+        # Only failures count, and only against this client: another client's wrong passwords never keep
+        # this one out. Checked before the password, so that once refused, a right one is answered alike.
+        await ratelimit.refuse_if_exceeded(pool, failures)
     except ratelimit.RateLimited as limited:
         minutes = max(1, round(limited.retry_after / 60))
         response = _login_page(
@@ -102,6 +97,8 @@ async def login(request: Request) -> Response:
         return response
     user = await accounts.authenticate(pool, email, password)
     if user is None:
+        with contextlib.suppress(ratelimit.RateLimited):  # this answer stays 401; the next is refused
+            await ratelimit.hit(pool, failures)
         return _login_page(request, nonce, next_url=next_url, email=email, error=LOGIN_FAILED, status=401)
     # Whatever session the browser brought along ends here: a login always starts a new one.
     await accounts.end_session(pool, request.cookies.get(SESSION_COOKIE, ""))
@@ -114,8 +111,34 @@ async def login(request: Request) -> Response:
     )
     redirect = RedirectResponse(next_url, status_code=303, headers={"Cache-Control": "no-store"})
     set_cookie(redirect, request, SESSION_COOKIE, session_id, round(settings.admin_session_hours * 3600))
+    set_cookie(redirect, request, DEVICE_COOKIE, device_cookie(request, user.email), DEVICE_COOKIE_SECONDS)
     clear_cookie(redirect, request, LOGIN_COOKIE)
     return redirect
+
+
+def _failure_limits(request: Request, email: str) -> list[ratelimit.Limit]:
+    """The counters of wrong passwords that a login attempt for `email` is held to.
+
+    A browser that has logged in to this account before (its device cookie says so: OWASP's "device cookies")
+    is counted on its own, so that wrong passwords tried from anywhere else, the same network included,
+    never lock its user out. Any other client is counted by its network address: for this account, and
+    across all accounts (a client trying many accounts).
+    """
+    settings = settings_of(request)
+    window = settings.admin_login_window_seconds
+    account = email.strip().lower()
+    device = trusted_device(request, account)
+    if device is not None:
+        return [
+            ratelimit.Limit(
+                f"admin-login:{account}:device:{device}", settings.admin_login_email_limit, window
+            )
+        ]
+    ip = request.client.host if request.client else "unknown"
+    return [
+        ratelimit.Limit(f"admin-login:{account}:ip:{ip}", settings.admin_login_email_limit, window),
+        ratelimit.Limit(f"admin-login:ip:{ip}", settings.admin_login_ip_limit, window),
+    ]
 
 
 @router.post("/admin/logout")

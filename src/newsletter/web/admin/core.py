@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
@@ -25,6 +26,9 @@ from newsletter.templating import environment
 SESSION_COOKIE = "nl_session"
 LOGIN_COOKIE = "nl_login"
 NOTICE_COOKIE = "nl_notice"
+# Set on a successful login: this browser has logged in to this account before (see auth._failure_limits).
+DEVICE_COOKIE = "nl_device"
+DEVICE_COOKIE_SECONDS = 365 * 24 * 3600
 COOKIE_PATH = "/admin"
 CSRF_FIELD = "csrf_token"
 
@@ -73,6 +77,20 @@ def csrf_token(request: Request, session_id: str) -> str:
 
 def login_csrf_token(request: Request, login_nonce: str) -> str:
     return _mac(request, b"admin-login-csrf", login_nonce)
+
+
+def device_cookie(request: Request, account: str) -> str:
+    """A device cookie for an account: a random id of this browser, signed together with the account."""
+    device = secrets.token_urlsafe(16)
+    return f"{device}.{_mac(request, b'admin-device', f'{account.strip().lower()}:{device}')}"
+
+
+def trusted_device(request: Request, account: str) -> str | None:
+    """The id of this browser when its device cookie was issued for `account` (by a login to it), or None."""
+    device, _, mac = request.cookies.get(DEVICE_COOKIE, "").partition(".")
+    if not device or not tokens_match(mac, _mac(request, b"admin-device", f"{account}:{device}")):
+        return None
+    return device
 
 
 def tokens_match(given: object, expected: str) -> bool:
