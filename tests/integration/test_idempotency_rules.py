@@ -51,3 +51,33 @@ async def test_any_sequence_of_keyed_requests_answers_as_the_rules_say(
     assert {row["slug"] for row in rows} == created
     keys = await app.pool.fetchval("SELECT count(*) FROM idempotency_keys WHERE key LIKE $1 || '-%'", run)
     assert keys == len(stored), "a key is kept only with the response of a request that succeeded"
+
+
+async def test_a_key_is_per_token_so_another_token_s_same_key_is_a_new_request(app: TestApp) -> None:
+    """Two integrators who happen to pick the same key (a counter, a date) each get their own requests run;
+    neither is answered with, nor refused for, what the other did."""
+    alice, bob = await admin_client(app), await admin_client(app)
+
+    # The same key and the same body: Bob's request runs, and finds the list Alice's created.
+    created = await alice.post("/lists", {"slug": "weekly", "name": "Weekly"}, key="1")
+    again = await bob.post("/lists", {"slug": "weekly", "name": "Weekly"}, key="1")
+    assert created.status_code == 201, created.text
+    assert again.status_code == 409, again.text
+    assert "Idempotent-Replayed" not in again.headers
+
+    # The same key with other bodies: two requests of their own, both run.
+    daily = await alice.post("/lists", {"slug": "daily", "name": "Daily"}, key="2")
+    monthly = await bob.post("/lists", {"slug": "monthly", "name": "Monthly"}, key="2")
+    assert (daily.status_code, monthly.status_code) == (201, 201), monthly.text
+    assert "Idempotent-Replayed" not in monthly.headers
+    slugs = await app.pool.fetch("SELECT slug FROM lists WHERE slug IN ('daily', 'monthly')")
+    assert {row["slug"] for row in slugs} == {"daily", "monthly"}
+
+    # Each token's repeat replays its own response.
+    for client, body, first in (
+        (alice, {"slug": "daily", "name": "Daily"}, daily),
+        (bob, {"slug": "monthly", "name": "Monthly"}, monthly),
+    ):
+        repeat = await client.post("/lists", body, key="2")
+        assert (repeat.status_code, repeat.content) == (201, first.content)
+        assert repeat.headers["Idempotent-Replayed"] == "true"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -17,6 +19,17 @@ pytestmark = pytest.mark.asyncio
 @pytest.fixture
 async def admin(app: TestApp) -> AdminClient:
     return await admin_client(app)
+
+
+async def _blocked_by(pool: asyncpg.Pool, pid: int, task: asyncio.Future[Any], timeout: float = 30) -> None:
+    """Wait until a statement waits for a lock that the backend `pid` holds, or `task` ends without waiting;
+    the timeout only bounds a failure."""
+    deadline = time.monotonic() + timeout
+    blocked = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))"
+    while not task.done() and not await pool.fetchval(blocked, pid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing waits for the locks of backend {pid}")
+        await asyncio.sleep(0.02)
 
 
 async def _draft(admin: AdminClient, lists: list[str] | None = None, **content: str) -> int:
@@ -185,7 +198,8 @@ async def test_a_repeat_while_the_first_is_still_running_gets_409(
         await transaction.start()
         await blocker.execute("SELECT 1 FROM issues WHERE id = $1 FOR UPDATE", issue_id)
         first = asyncio.create_task(admin.post(f"/issues/{issue_id}/send", key="slow"))
-        await asyncio.sleep(0.3)
+        await _blocked_by(app.pool, blocker.get_server_pid(), first)
+        assert not first.done()
         repeat = await admin.post(f"/issues/{issue_id}/send", key="slow")
         await transaction.rollback()
         await app.pool.release(blocker)
@@ -697,7 +711,7 @@ async def test_a_retry_recorded_while_the_issue_resumes_is_sent(
         recording = asyncio.ensure_future(
             app.worker._record([Outcome(claimed, "queued", "451 4.3.0 try again later", delay=0.0)])
         )
-        await asyncio.sleep(0.3)
+        await _blocked_by(app.pool, operator.get_server_pid(), recording)
         assert not recording.done()  # it waits for the resume
         await resuming.commit()
         await recording

@@ -82,7 +82,7 @@ def test_retry_after_accepts_seconds_and_dates() -> None:
 
 def test_rendered_messages_are_multipart_alternative_with_the_required_headers() -> None:
     rendered = render(
-        "confirmation", list_name="Weekly", link="https://x.example/c?token=abc", valid_hours=48
+        "confirmation", list_name="Weekly", link="https://x.example/c?token=abc", valid_for="48 hours"
     )
     raw = to_mime(rendered, sender=Address("News", "news", "example.com"), recipient="ada@example.com")
     message = email.message_from_bytes(raw, policy=email.policy.default)
@@ -96,22 +96,35 @@ def test_rendered_messages_are_multipart_alternative_with_the_required_headers()
 
 
 def test_html_bodies_escape_what_they_show() -> None:
-    rendered = render("confirmation", list_name="<b>Weekly</b>", link="https://x/?a=1&b=2", valid_hours=48)
+    rendered = render(
+        "confirmation", list_name="<b>Weekly</b>", link="https://x/?a=1&b=2", valid_for="48 hours"
+    )
     assert "<b>Weekly</b>" not in rendered.html
     assert "&lt;b&gt;Weekly&lt;/b&gt;" in rendered.html
 
 
-@given(st.text(min_size=1, max_size=20), st.sampled_from(["\r\n", "\n", "\r"]), st.text(max_size=20))
+# Text that is one line as far as the email package and str.splitlines() see it.
+one_line = st.text(alphabet=st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")), max_size=40)
+
+
+@given(one_line, st.sampled_from(["\r\n", "\n", "\r"]), one_line)
 def test_no_header_value_can_carry_a_line_break(before: str, newline: str, after: str) -> None:
-    rendered = RenderedEmail(
+    sender = Address("N", "n", "example.com")
+    injected = RenderedEmail(
         subject=f"{before}{newline}Bcc: victim@example.com{after}", text="t", html="<p>h</p>"
     )
-    try:
-        raw = to_mime(rendered, sender=Address("N", "n", "example.com"), recipient="ada@example.com")
-    except ValueError:
-        return
+    with pytest.raises(ValueError, match="linefeed or carriage return"):
+        to_mime(injected, sender=sender, recipient="ada@example.com")
+
+    # The same words on one line are a subject like any other: accepted, folded, and no header of their own.
+    subject = f"{before} Bcc: victim@example.com{after}"
+    raw = to_mime(
+        RenderedEmail(subject=subject, text="t", html="<p>h</p>"), sender=sender, recipient="ada@example.com"
+    )
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert message["Bcc"] is None
+    assert message.get_all("To") == ["ada@example.com"]
+    assert "Bcc: victim@example.com" in message["Subject"]
 
 
 @given(
@@ -126,9 +139,9 @@ def test_bodies_encoded_once_decode_to_the_filled_text(lines: list[str], value: 
     import binascii
     import html
 
-    from newsletter.services.emails import EncodedBody
+    from newsletter.services.emails import PLACEHOLDER_PREFIX, EncodedBody
 
-    placeholder = "NLPHxVALUEx"
+    placeholder = f"{PLACEHOLDER_PREFIX}VALUEx"
     body = "\r\n".join([*lines[:2], f"before {placeholder} after", *lines[2:]]) + "\r\n"
     encoded = b"".join(EncodedBody.build(body, escape=escape).fill({placeholder: value}))
 
