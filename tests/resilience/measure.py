@@ -114,12 +114,6 @@ async def clock(conn: asyncpg.Connection) -> datetime:
     return now
 
 
-async def in_flight_now(conn: asyncpg.Connection, issue_id: int) -> set[int]:
-    """The deliveries claimed and not yet settled: what a worker killed now would have in flight."""
-    rows = await conn.fetch("SELECT id FROM deliveries WHERE issue_id = $1 AND status = 'sending'", issue_id)
-    return {row["id"] for row in rows}
-
-
 async def resumed_after(conn: asyncpg.Connection, issue_id: int, moment: datetime) -> float:
     """Seconds from `moment` until the first delivery settled after it: sending was going again."""
     first: datetime | None = await conn.fetchval(

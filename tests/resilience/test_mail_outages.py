@@ -21,14 +21,21 @@ import pytest
 
 from tests.harness import SMTPServer, add_confirmed, spawn_app
 from tests.integration.test_postmark import PostmarkServer
-from tests.processes import MailServer, send_issue, start_worker, stop, wait_for_sent, wait_for_status
+from tests.processes import (
+    MailServer,
+    in_flight_now,
+    send_issue,
+    start_worker,
+    stop,
+    wait_for_sent,
+    wait_for_status,
+)
 from tests.resilience.measure import (
     PEOPLE,
     Figures,
     check_send,
     clock,
     counter,
-    in_flight_now,
     ledger_totals,
     resumed_after,
     settled_after,
@@ -101,6 +108,7 @@ async def test_smtp_server_killed_and_restarted_mid_send(
     )
     recovery = max(await resumed_after(ledger, issue_id, back_at), await settled_after(ledger, held, back_at))
     retried, reclaimed = await ledger_totals(ledger, issue_id)
+    assert retried > 0, "the outage failed sends, which were tried again"
     Figures(
         "SMTP server killed and restarted",
         PEOPLE,
@@ -146,6 +154,7 @@ async def test_smtp_server_that_stalls_then_recovers(
     lost, duplicates, _ = await check_send(ledger, issue_id, people, handler.copies, in_flight=in_flight)
     recovery = max(await resumed_after(ledger, issue_id, back_at), await settled_after(ledger, held, back_at))
     retried, reclaimed = await ledger_totals(ledger, issue_id)
+    assert retried > 0, "the stall timed sends out, which were tried again"
     Figures(
         "SMTP server stalls",
         PEOPLE,
@@ -243,6 +252,7 @@ async def test_postmark_answers_429_and_500_for_a_while(
     lost, duplicates, _ = await check_send(ledger, issue_id, people, received, in_flight=0)
     recovery = max(await resumed_after(ledger, issue_id, back_at), await settled_after(ledger, held, back_at))
     retried, reclaimed = await ledger_totals(ledger, issue_id)
+    assert retried > 0, "the refused requests were tried again"
     Figures(
         "Postmark API answers 429 and 500",
         PEOPLE,

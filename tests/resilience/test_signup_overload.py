@@ -7,8 +7,8 @@ clients that each post a new address as soon as their previous answer arrives, e
 sign-ups from many browsers arrive. (A kept-alive connection would race the server's idle timeout whenever
 this busy load generator takes a few seconds to send its next request: a closed connection that says nothing
 about the service.) The sign-up limit per network address is raised out of the way (every client is
-127.0.0.1), so that the load reaches the database rather than the limiter; a 429 would still be counted and
-reported.
+127.0.0.1), so that the load reaches the database rather than the limiter: a 429 fails the run, as does a run
+that accepted too few sign-ups to have loaded anything.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.resilience]
 
 CLIENTS = 200
 LOAD_SECONDS = 60
+# The fewest sign-ups a run accepts. 2 cores accepted 15,090 beside light work and 8,726 beside a test suite
+# and two busy loops.
+MIN_ACCEPTED = 3000
 DRAIN_TIMEOUT = 600  # seconds; generous, for a machine shared with other work
 
 
@@ -119,7 +122,8 @@ async def test_signup_under_sustained_overload(database_url: str, tmp_path: Path
         server_errors = {status: count for status, count in answered.items() if status >= 500}
         assert not server_errors, f"5xx answers under load: {server_errors}"
         assert not load.failures, f"requests without an answer: {list(load.failures.items())[:5]}"
-        assert set(answered) <= {202, 429}, f"unexpected answers: {dict(answered)}"
+        assert set(answered) == {202}, f"answers other than 202: {dict(answered)}"
+        assert answered[202] >= MIN_ACCEPTED, f"only {answered[202]} sign-ups accepted in {LOAD_SECONDS} s"
         accepted = Counter(address for address, status in load.answers.items() if status == 202)
         accepted["after.load@example.com"] = 1
 

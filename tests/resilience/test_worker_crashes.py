@@ -22,6 +22,7 @@ import pytest
 
 from tests.harness import SMTPServer, add_confirmed
 from tests.processes import (
+    in_flight_now,
     postgresql_of_its_own,
     restart_postgresql,
     saw_outage,
@@ -37,7 +38,6 @@ from tests.resilience.measure import (
     check_send,
     clock,
     counter,
-    in_flight_now,
     ledger_totals,
     resumed_after,
     settled_after,
@@ -82,10 +82,14 @@ async def test_workers_killed_with_sigkill_at_random_moments(
             await asyncio.wait_for(wait_for_sent(ledger, issue_id, progress), timeout=SEND_TIMEOUT)
             await asyncio.sleep(rng.uniform(0, 0.3))  # anywhere in a batch: claiming, sending or recording
             victim = workers.pop(rng.randrange(len(workers)))
+            # What it holds is 'sending' (the survivor's too) just before or just after the kill: no lease
+            # (5 s) expires in between.
+            held = await in_flight_now(ledger, issue_id)
             victim.send_signal(signal.SIGKILL)
             victim.wait(timeout=10)
-            # What it held is still leased to it: every delivery in 'sending' now (the survivor's included).
-            kills.append((await clock(ledger), await in_flight_now(ledger, issue_id)))
+            held |= await in_flight_now(ledger, issue_id)
+            assert held, "the kill caught deliveries in flight"
+            kills.append((await clock(ledger), held))
             workers.append(start_worker(database_url, counting_smtp, log, **SETTINGS))
         await wait_for_status(ledger, issue_id, "sent", timeout=SEND_TIMEOUT)
         send_seconds = time.monotonic() - started
@@ -129,6 +133,7 @@ async def test_postgresql_restarted_mid_send(counting_smtp: SMTPServer, tmp_path
         try:
             await asyncio.wait_for(wait_for_sent(conn, issue_id, PEOPLE // 4), timeout=SEND_TIMEOUT)
             held = await in_flight_now(conn, issue_id)
+            assert held, "the restart catches deliveries in flight"
             await conn.close()
             down = time.monotonic()
             await asyncio.to_thread(restart_postgresql, server)
