@@ -53,8 +53,9 @@ from bench.common import (
     processes,
     wait_for_port,
 )
+from newsletter.db.database import Database
 from newsletter.domain.subscriber import SubscriberEmail
-from newsletter.services.accounts import create_user
+from newsletter.services.access.accounts import create_user
 
 ADMIN = "bench@example.com"
 PASSWORD = "a benchmark password of some length"
@@ -165,7 +166,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         loaded = time.perf_counter() - began
         pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
         try:
-            await create_user(pool, SubscriberEmail.parse(ADMIN), PASSWORD)
+            await create_user(Database(pool), SubscriberEmail.parse(ADMIN), PASSWORD)
             facts = await pool.fetchrow(
                 """SELECT (SELECT count(*) FROM subscribers) AS subscribers,
                           (SELECT count(*) FROM subscriptions) AS subscriptions,

@@ -36,7 +36,8 @@ from bench.common import (
     processes,
     wait_for_port,
 )
-from newsletter.services.tokens import create_token
+from newsletter.db.database import Database
+from newsletter.services.access.tokens import create_token
 
 MARKDOWN = (
     "# This week\n\n"
@@ -84,7 +85,7 @@ async def service_throughput(
 ) -> tuple[float, list[float], int]:
     conn = await asyncpg.connect(url)
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-    token = await create_token(pool, "bench")
+    token = await create_token(Database(pool), "bench")
     await pool.close()
     http_port = free_port()
     settings = {"NEWSLETTER_EMAIL_URL": f"smtp://127.0.0.1:{smtp_port}", "NEWSLETTER_PORT": str(http_port)}
@@ -121,7 +122,7 @@ async def fan_out(url: str, runs: int = 3) -> dict[str, float]:
     """Best of `runs` each, in rotating order: the product's fan-out (the send request's statements); a bare
     INSERT ... SELECT of rows of the same shape into the same table (same indexes); and one into a table with
     only the unique index, as the goal is stated."""
-    from newsletter.services.issues import IssueContent, create_issue, start_sending
+    from newsletter.services.sending.issues import IssueContent, create_issue, start_sending
 
     conn = await asyncpg.connect(url)
     await conn.execute(
@@ -140,9 +141,10 @@ async def fan_out(url: str, runs: int = 3) -> dict[str, float]:
         for run in range(runs):
             for name in names[run % 3 :] + names[: run % 3]:
                 await conn.execute("CHECKPOINT")
-                async with conn.transaction():
+                db = Database.on(conn)
+                async with db.transaction():
                     issue = await create_issue(
-                        conn, IssueContent.parse("Fan-out", "x", None, None), ["default"]
+                        db, IssueContent.parse("Fan-out", "x", None, None), ["default"]
                     )
                     began = time.perf_counter()
                     if name == "newsletter":

@@ -39,8 +39,9 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import create_database, drop_database
-from newsletter.db.queries import query
-from newsletter.services.imports import COPIED_COLUMNS, ImportReport, RowParser, import_csv
+from newsletter.db.database import Database
+from newsletter.db.queries import Q
+from newsletter.services.audience.imports import COPIED_COLUMNS, ImportReport, RowParser, import_csv
 
 FIRST = [
     "Ada",
@@ -200,8 +201,8 @@ async def bare_writes(url: str, path: Path) -> float:
     try:
         list_id = await conn.fetchval("SELECT id FROM lists WHERE slug = 'default'")
         async with conn.transaction():
-            await conn.execute(query("import_prepare"))
-            await conn.execute(query("import_staging"))
+            await conn.execute(Q.import_prepare)
+            await conn.execute(Q.import_staging)
             with path.open("rb") as source:
                 for chunk in RowParser(source).chunks():
                     await conn.copy_records_to_table("import_rows", records=chunk, columns=COPIED_COLUMNS)
@@ -245,16 +246,18 @@ class Run:
 
 
 async def service(url: str, path: Path, profile: bool) -> Run:
-    conn = await asyncpg.connect(url)
+    # One connection, so that its backend is the one whose CPU time is read.
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
     profiler = cProfile.Profile() if profile else None
-    pid = conn.get_server_pid()
+    async with pool.acquire() as conn:
+        pid = conn.get_server_pid()
     try:
         with path.open("rb") as source:
             server_before, client_before = cpu_seconds(pid), time.process_time()
             began = time.perf_counter()
             if profiler:
                 profiler.enable()
-            report = await import_csv(conn, source, list_slug="default")
+            report = await import_csv(Database(pool), source, list_slug="default")
             if profiler:
                 profiler.disable()
             elapsed = time.perf_counter() - began
@@ -266,7 +269,7 @@ async def service(url: str, path: Path, profile: bool) -> Run:
         server = None if server_after is None or server_before is None else server_after - server_before
         return Run(elapsed, report, server, client_after - client_before)
     finally:
-        await conn.close()
+        await pool.close()
 
 
 async def main() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from newsletter.domain.subscriber import SubscriberEmail
-from newsletter.services.accounts import create_user
+from newsletter.services.access.accounts import create_user
 from tests.harness import TestApp
 
 ADMIN_EMAIL = "operator@example.com"
@@ -70,7 +70,7 @@ class AdminBrowser:
 
 
 async def create_admin(app: TestApp, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> None:
-    await create_user(app.pool, SubscriberEmail.parse(email), password)
+    await create_user(app.db, SubscriberEmail.parse(email), password)
 
 
 async def signed_in(app: TestApp) -> AdminBrowser:

@@ -8,7 +8,7 @@ import email.policy
 import re
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -20,8 +20,21 @@ import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
 
-from newsletter.app import build_app, create_pool
+from newsletter.app import build_app
 from newsletter.config import Settings
+from newsletter.db.database import Database, create_pool
+from newsletter.domain.subscriber import ListSlug, SubscriberEmail
+from newsletter.domain.vocabulary import (
+    OptIn,
+    SubscriberStatus,
+    SubscriptionStatus,
+    SuppressionReason,
+    Visibility,
+)
+from newsletter.inbound.providers.sns import Fetcher
+from newsletter.services.audience import lists, subscribers
+from newsletter.services.compliance import suppressions
+from newsletter.services.sending import issues
 from newsletter.transports import transport_from_settings
 from newsletter.worker.delivery import DeliveryWorker
 
@@ -142,9 +155,10 @@ class TestApp:
     ) -> None:
         self.settings = settings
         self.pool = pool
+        self.db = Database(pool)
         self.smtp = smtp
         self.client = client
-        self.worker = DeliveryWorker(pool, transport_from_settings(settings), settings)
+        self.worker = DeliveryWorker(self.db, transport_from_settings(settings), settings)
 
     async def subscribe(self, email: str, name: str = "", **extra: Any) -> httpx.Response:
         return await self.client.post("/subscriptions", json={"email": email, "name": name, **extra})
@@ -192,10 +206,96 @@ class TestApp:
         )
         return rows
 
+    # The state a story starts from, set up through the services where they say it (lists, suppressions,
+    # issues), and directly where no service would put a person in that state in one step.
+
+    async def add_list(
+        self,
+        slug: str,
+        name: str | None = None,
+        *,
+        optin: OptIn = OptIn.DOUBLE,
+        visibility: Visibility = Visibility.PUBLIC,
+    ) -> int:
+        created = await lists.create_list(
+            self.db, ListSlug.parse(slug), name or slug.title(), "", optin, visibility
+        )
+        list_id: int = created["id"]
+        return list_id
+
+    async def add_subscriber(
+        self,
+        email: str,
+        *,
+        name: str = "",
+        lists: Sequence[str] = ("default",),
+        status: SubscriptionStatus = SubscriptionStatus.CONFIRMED,
+        person: SubscriberStatus = SubscriberStatus.ACTIVE,
+    ) -> int:
+        """A person in these lists with this subscription status (a time for each step it implies)."""
+        subscriber_id: int = await self.pool.fetchval(
+            """
+            WITH person AS (
+                INSERT INTO subscribers (email, name, status) VALUES ($1, $2, $5) RETURNING id
+            ), subscribed AS (
+                INSERT INTO subscriptions
+                    (subscriber_id, list_id, status, confirmed_at, unsubscribed_at, source)
+                SELECT person.id, lists.id, $4,
+                       CASE WHEN $4 <> 'pending' THEN now() END, CASE WHEN $4 = 'unsubscribed' THEN now() END,
+                       'test'
+                FROM person, lists WHERE lists.slug = ANY($3::text[])
+            )
+            SELECT id FROM person
+            """,
+            email,
+            name,
+            list(lists),
+            status,
+            person,
+        )
+        return subscriber_id
+
+    async def suppress(
+        self, email: str, reason: SuppressionReason = SuppressionReason.MANUAL, detail: str = ""
+    ) -> None:
+        await suppressions.suppress(self.db, SubscriberEmail.parse(email), reason, detail)
+
+    async def leave(self, email: str, list_slug: str = "default") -> None:
+        """The person unsubscribes from the list (as their link would)."""
+        await self.pool.execute(
+            """
+            UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = now()
+            FROM subscribers, lists
+            WHERE subscribers.id = subscriptions.subscriber_id AND lower(subscribers.email) = lower($1)
+              AND lists.id = subscriptions.list_id AND lists.slug = $2
+            """,
+            email,
+            list_slug,
+        )
+
+    async def block(self, email: str) -> None:
+        subscriber_id = await self.pool.fetchval(
+            "SELECT id FROM subscribers WHERE lower(email) = lower($1)", email
+        )
+        await subscribers.update_subscriber(self.db, subscriber_id, status=SubscriberStatus.BLOCKLISTED)
+
+    async def send_issue(
+        self, subject: str = "News", markdown: str = "Hello", lists: Sequence[str] = ("default",)
+    ) -> int:
+        """An issue created and sent now, as the API does."""
+        content = issues.IssueContent.parse(subject, markdown, None, None)
+        created = await issues.create_issue(self.db, content, lists)
+        await issues.send_issue(self.db, created["id"], None, None)
+        issue_id: int = created["id"]
+        return issue_id
+
 
 @asynccontextmanager
-async def spawn_app(database_url: str, smtp: SMTPServer, **overrides: Any) -> AsyncIterator[TestApp]:
-    """The real application on 127.0.0.1 and a port picked by the OS, as the composition root builds it."""
+async def spawn_app(
+    database_url: str, smtp: SMTPServer, *, fetcher: Fetcher | None = None, **overrides: Any
+) -> AsyncIterator[TestApp]:
+    """The real application on 127.0.0.1 and a port picked by the OS, as the composition root builds it;
+    `fetcher` stands in for the network where Amazon SNS certificates are fetched."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -214,13 +314,16 @@ async def spawn_app(database_url: str, smtp: SMTPServer, **overrides: Any) -> As
     settings = Settings(**values)
     pool = await create_pool(database_url, settings)
     server = uvicorn.Server(
-        uvicorn.Config(build_app(settings, pool), log_config=None, access_log=False, lifespan="off")
+        uvicorn.Config(
+            build_app(settings, pool, fetcher=fetcher), log_config=None, access_log=False, lifespan="off"
+        )
     )
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         await asyncio.sleep(0.01)
     try:
-        async with httpx.AsyncClient(base_url=settings.base_url, timeout=10) as client:
+        # The server where it listens, whatever base URL its links are made with.
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             app = TestApp(settings, pool, smtp, client)
             yield app
             await app.worker.transport.close()
@@ -253,9 +356,10 @@ class AdminClient:
 
 
 async def admin_client(app: TestApp, scope: str = "admin") -> AdminClient:
-    from newsletter.services.tokens import create_token
+    from newsletter.domain.vocabulary import TokenScope
+    from newsletter.services.access.tokens import create_token
 
-    return AdminClient(app.client, await create_token(app.pool, "tests", scope))
+    return AdminClient(app.client, await create_token(app.db, "tests", TokenScope(scope)))
 
 
 async def add_confirmed(

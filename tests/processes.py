@@ -46,11 +46,13 @@ def start_worker(database_url: str, mail: MailServer, log: Path, **settings: str
 
 async def send_issue(conn: asyncpg.Connection) -> int:
     """Create an issue to the default list and start sending it, as the API does."""
-    from newsletter.services.issues import IssueContent, create_issue, send_issue
+    from newsletter.db.database import Database
+    from newsletter.services.sending.issues import IssueContent, create_issue, send_issue
 
-    async with conn.transaction():
-        issue = await create_issue(conn, IssueContent.parse("Crash test", "Hello", None, None), ["default"])
-        await send_issue(conn, issue["id"], None, None)
+    db = Database.on(conn)
+    async with db.transaction():
+        issue = await create_issue(db, IssueContent.parse("Crash test", "Hello", None, None), ["default"])
+        await send_issue(db, issue["id"], None, None)
     issue_id: int = issue["id"]
     return issue_id
 

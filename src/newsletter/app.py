@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -21,27 +20,31 @@ from starlette.exceptions import HTTPException
 
 from newsletter import __version__
 from newsletter.config import Settings
+from newsletter.db.database import DATABASE_ERRORS, Database, create_pool, is_unavailable
 from newsletter.db.embedded import start_embedded, stop_embedded
 from newsletter.db.migrations import migrate
-from newsletter.services.providers.sns import HttpsFetcher, SnsVerifier
-from newsletter.services.wake import Waker
+from newsletter.db.wake import Waker
+from newsletter.inbound.providers.sns import Fetcher, HttpsFetcher, SnsVerifier
+from newsletter.services.errors import Conflict, Invalid, NotFound
+from newsletter.services.sending.compose import Composer
 from newsletter.tracing import configure_tracing, shutdown_tracing
 from newsletter.transports import transport_from_settings
-from newsletter.web import admin, api, docs, public, suppressions, transfer, webhooks
+from newsletter.web import admin, api, docs, public, webhooks
 from newsletter.web.admin import operations
+from newsletter.web.admin.core import not_found as admin_not_found
+from newsletter.web.api import transfer
+from newsletter.web.api.common import ApiError, service_error
 from newsletter.web.middleware import RequestContextMiddleware
 from newsletter.web.problems import problem
 from newsletter.web.redirects import install_slash_redirects
-from newsletter.worker.delivery import DATABASE_ERRORS, DeliveryWorker
+from newsletter.web.state import Context
+from newsletter.worker.delivery import DeliveryWorker
 
 log = structlog.get_logger(__name__)
 
-# Connection exceptions, insufficient resources, operator intervention (shutdown, restart), and a database
-# that is not there (dropped, not yet created).
-UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "3D"})
 
-
-def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
+def build_app(settings: Settings, pool: asyncpg.Pool, *, fetcher: Fetcher | None = None) -> FastAPI:
+    """The web application; `fetcher` fetches Amazon SNS certificates (over https unless given)."""
     app = FastAPI(
         title="Newsletter",
         version=__version__,
@@ -49,15 +52,17 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
         docs_url=None,  # served by web/docs.py, from the package, under a policy
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.pool = pool
-    app.state.secret_key = settings.resolved_secret_key().encode()
-    app.state.waker = Waker(pool)
-    app.state.sns = SnsVerifier(HttpsFetcher())
+    app.state.context = Context(
+        settings=settings,
+        db=Database(pool),
+        composer=Composer(settings),
+        waker=Waker(pool),
+        sns=SnsVerifier(fetcher or HttpsFetcher()),
+        secret_key=settings.resolved_secret_key().encode(),
+    )
     app.include_router(public.router)
-    app.include_router(transfer.router)  # before api.router: /subscribers/export is not a subscriber id
-    app.include_router(api.router)
-    app.include_router(suppressions.router)
+    for router in api.ROUTERS:
+        app.include_router(router)
     app.include_router(webhooks.router)
     admin.install(app)
     docs.install(app)
@@ -65,9 +70,20 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
     static = resources.files("newsletter").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
-    @app.exception_handler(api.ApiError)
-    async def api_error(_: Request, error: api.ApiError) -> Response:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, error: ApiError) -> Response:
         return error.response()
+
+    async def from_service(request: Request, error: Exception) -> Response:
+        """A service error a handler leaves: the API's problem+json, or the admin pages' own page for what
+        does not exist."""
+        assert isinstance(error, NotFound | Invalid | Conflict)
+        if isinstance(error, NotFound) and request.url.path.startswith(admin.PREFIX):
+            return admin_not_found(request, error)
+        return service_error(error).response()
+
+    for service_error_type in (NotFound, Invalid, Conflict):
+        app.add_exception_handler(service_error_type, from_service)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> Response:
@@ -89,7 +105,7 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
         sqlstate = getattr(error, "sqlstate", None) or ""
         if isinstance(error, asyncpg.DataError) or sqlstate.startswith("22"):
             return problem(422, "Invalid request", "A value is out of range or holds characters not allowed.")
-        if isinstance(error, asyncpg.PostgresError) and sqlstate[:2] not in UNAVAILABLE_SQLSTATE_CLASSES:
+        if not is_unavailable(error):
             log.error("database error", exc_info=error)
             return problem(500, "Internal error", "Something went wrong on our side; it has been logged.")
         log.warning("database unavailable", error=str(error))
@@ -133,38 +149,6 @@ async def database(settings: Settings) -> AsyncIterator[str]:
         await asyncio.to_thread(stop_embedded, handle)
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    for type_name in ("json", "jsonb"):
-        await conn.set_type_codec(type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-
-
-async def _keep_session(_: asyncpg.Connection) -> None:
-    return None
-
-
-async def create_pool(url: str, settings: Settings, *, wait_seconds: float = 30) -> asyncpg.Pool:
-    """Connect, waiting a while for a database that is still starting."""
-    deadline = asyncio.get_running_loop().time() + wait_seconds
-    while True:
-        try:
-            pool: asyncpg.Pool = await asyncpg.create_pool(
-                url,
-                min_size=min(settings.pool_min_size, settings.pool_max_size),
-                max_size=settings.pool_max_size,
-                init=_init_connection,
-                # The default reset costs a round trip per checkout, and nothing here leaves session state
-                # behind: settings are SET LOCAL, the worker unlistens itself, advisory locks are released.
-                reset=_keep_session,
-                command_timeout=60,
-            )
-            return pool
-        except DATABASE_ERRORS as error:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            log.warning("waiting for the database", error=str(error))
-            await asyncio.sleep(1)
-
-
 async def apply_migrations(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         applied = await migrate(conn)
@@ -204,7 +188,7 @@ async def run_processes(settings: Settings, *, http: bool, worker: bool, migrate
                 await apply_migrations(pool)
             tasks = []
             if worker:
-                delivery = DeliveryWorker(pool, transport_from_settings(settings), settings)
+                delivery = DeliveryWorker(Database(pool), transport_from_settings(settings), settings)
                 tasks.append(asyncio.create_task(delivery.run(stopping)))
             if http:
                 config = uvicorn.Config(

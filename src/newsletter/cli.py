@@ -12,6 +12,8 @@ import click
 from pydantic import ValidationError
 
 from newsletter.config import ConfigError, Settings
+from newsletter.db.database import Database
+from newsletter.domain.vocabulary import SUBSCRIBER_FILTERS, TokenScope
 from newsletter.telemetry import configure_logging
 
 
@@ -88,19 +90,12 @@ def worker(concurrency: int | None) -> None:
 @main.command("migrate")
 def migrate_command() -> None:
     """Apply pending schema migrations (safe to run concurrently)."""
-    from newsletter.app import apply_migrations, create_pool, database
-
     settings = _settings()
 
-    async def go() -> None:
-        async with database(settings) as url:
-            pool = await create_pool(url, settings)
-            try:
-                await apply_migrations(pool)
-            finally:
-                await pool.close()
+    async def nothing_more(_: Database) -> None:
+        return None
 
-    _run(go())
+    _run(_with_database(settings, nothing_more, wait_seconds=30))
     click.echo("database is up to date")
 
 
@@ -111,24 +106,22 @@ def tokens() -> None:
 
 @tokens.command("create")
 @click.option("--name", required=True, help="What the token is for, e.g. 'CRM sync'.")
-@click.option("--scope", type=click.Choice(["admin", "read"]), default="admin", show_default=True)
+@click.option(
+    "--scope",
+    type=click.Choice([scope.value for scope in TokenScope]),
+    default=TokenScope.ADMIN.value,
+    show_default=True,
+)
 def tokens_create(name: str, scope: str) -> None:
     """Create a token and print it once, as the last line."""
-    from newsletter.app import apply_migrations, create_pool, database
-    from newsletter.services.tokens import create_token
+    from newsletter.services.access.tokens import create_token
 
     settings = _settings()
 
-    async def go() -> str:
-        async with database(settings) as url:
-            pool = await create_pool(url, settings)
-            try:
-                await apply_migrations(pool)
-                return await create_token(pool, name, scope)
-            finally:
-                await pool.close()
+    async def go(db: Database) -> str:
+        return await create_token(db, name, TokenScope(scope))
 
-    token = _run(go())
+    token = _run(_with_database(settings, go, wait_seconds=30))
     click.echo(f"Created API token {name!r} ({scope}). It is shown only once; keep it safe:")
     click.echo(token)
 
@@ -144,7 +137,7 @@ def users() -> None:
 def users_create(email: str, password_stdin: bool) -> None:
     """Create an admin user; the password is asked for twice, or read from standard input."""
     from newsletter.domain.subscriber import InvalidInput, SubscriberEmail
-    from newsletter.services.accounts import create_user
+    from newsletter.services.access.accounts import create_user
     from newsletter.services.errors import Conflict, Invalid
 
     try:
@@ -157,11 +150,11 @@ def users_create(email: str, password_stdin: bool) -> None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     settings = _settings()
 
-    async def go(connection: Any) -> None:
-        await create_user(connection, address, password)
+    async def go(db: Database) -> None:
+        await create_user(db, address, password)
 
     try:
-        _run(_with_connection(settings, go))
+        _run(_with_database(settings, go))
     except (Conflict, Invalid) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"Created admin user {address.value}; log in at {settings.base_url}/admin")
@@ -195,10 +188,9 @@ def bounces(maildir: str | None, imap_url: str | None, pop3_url: str | None) -> 
     """
     from pathlib import Path
 
-    from newsletter.app import apply_migrations, create_pool, database
-    from newsletter.services.bounces import BounceReport, read_bounces
-    from newsletter.services.events import BounceRules
-    from newsletter.transports.mailboxes import MailboxError, open_mailbox
+    from newsletter.inbound.dsn import BounceReport, read_bounces
+    from newsletter.inbound.mailboxes import MailboxError, open_mailbox
+    from newsletter.services.compliance.reports import BounceRules
 
     if sum(source is not None for source in (maildir, imap_url, pop3_url)) != 1:
         raise click.UsageError("give one of --maildir, --imap or --pop3")
@@ -206,27 +198,19 @@ def bounces(maildir: str | None, imap_url: str | None, pop3_url: str | None) -> 
     rules = BounceRules.from_settings(settings)
     secret_key = settings.resolved_secret_key().encode()
 
-    async def go() -> BounceReport:
-        mailbox = await asyncio.to_thread(
-            open_mailbox, maildir=Path(maildir) if maildir else None, imap=imap_url, pop3=pop3_url
-        )
-        try:
-            async with database(settings) as url:
-                pool = await create_pool(url, settings)
-                try:
-                    await apply_migrations(pool)
-                    keys = await asyncio.to_thread(mailbox.unread)
-                    with click.progressbar(length=len(keys), label="Reading bounce reports") as bar:
-                        return await read_bounces(
-                            pool, mailbox, keys, secret_key=secret_key, rules=rules, progress=bar.update
-                        )
-                finally:
-                    await pool.close()
-        finally:
-            await asyncio.to_thread(mailbox.close)
+    async def go(db: Database) -> BounceReport:
+        keys = await asyncio.to_thread(mailbox.unread)
+        with click.progressbar(length=len(keys), label="Reading bounce reports") as bar:
+            return await read_bounces(
+                db, mailbox, keys, secret_key=secret_key, rules=rules, progress=bar.update
+            )
 
     try:
-        report = _run(go())
+        mailbox = open_mailbox(maildir=Path(maildir) if maildir else None, imap=imap_url, pop3=pop3_url)
+        try:
+            report = _run(_with_database(settings, go, wait_seconds=30))
+        finally:
+            mailbox.close()
     except MailboxError as error:
         raise click.ClickException(f"cannot read the mailbox: {error}") from None
     click.echo(
@@ -251,23 +235,23 @@ def import_command(file: str, list_slug: str) -> None:
     """
     from pathlib import Path
 
+    from newsletter.services.audience.imports import ImportReport, import_csv
     from newsletter.services.errors import Conflict, Invalid, NotFound
-    from newsletter.services.imports import ImportReport, import_csv
 
     settings = _settings()
     size = Path(file).stat().st_size
 
-    async def go(connection: Any) -> ImportReport:
+    async def go(db: Database) -> ImportReport:
         with (
             open(file, "rb") as source,  # noqa: ASYNC230 - read by the import's parsing thread
             click.progressbar(length=size, label="Importing", file=sys.stderr) as bar,
         ):
             return await import_csv(
-                connection, source, list_slug=list_slug, progress=lambda done: bar.update(done - bar.pos)
+                db, source, list_slug=list_slug, progress=lambda done: bar.update(done - bar.pos)
             )
 
     try:
-        report: ImportReport = _run(_with_connection(settings, go))
+        report: ImportReport = _run(_with_database(settings, go))
     except (NotFound, Invalid, Conflict) as error:
         raise click.ClickException(f"nothing imported: {error}") from None
     click.echo(
@@ -286,7 +270,7 @@ def import_command(file: str, list_slug: str) -> None:
 @click.option("--list", "list_slug", help="Only the subscriptions to this list.")
 @click.option(
     "--status",
-    type=click.Choice(["active", "blocklisted", "pending", "confirmed", "unsubscribed"]),
+    type=click.Choice([status.value for status in SUBSCRIBER_FILTERS]),
     help="The subscriber's status (active, blocklisted) or the subscription's.",
 )
 @click.option(
@@ -294,13 +278,13 @@ def import_command(file: str, list_slug: str) -> None:
 )
 def export_command(list_slug: str | None, status: str | None, output: str | None) -> None:
     """Export subscribers as CSV, one row per subscription; the file imports back as it is."""
+    from newsletter.services.audience.imports import export_csv
     from newsletter.services.errors import Invalid, NotFound
-    from newsletter.services.imports import export_csv
 
     settings = _settings()
 
-    async def go(connection: Any) -> None:
-        chunks = export_csv(connection, list_slug=list_slug, status=status)
+    async def go(db: Database) -> None:
+        chunks = export_csv(db, list_slug=list_slug, status=status)
         header = await anext(chunks)  # the list and status are checked before anything is written
         with open(output, "wb") if output else contextlib.nullcontext(sys.stdout.buffer) as target:  # noqa: ASYNC230
             target.write(header)
@@ -309,25 +293,26 @@ def export_command(list_slug: str | None, status: str | None, output: str | None
             target.flush()
 
     try:
-        _run(_with_connection(settings, go))
+        _run(_with_database(settings, go))
     except (NotFound, Invalid) as error:
         raise click.ClickException(str(error)) from None
 
 
-async def _with_connection(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
-    """Run `work` on one connection to the configured (or embedded) database, migrated first."""
-    from newsletter.app import apply_migrations, create_pool, database
-    from newsletter.worker.delivery import DATABASE_ERRORS
+async def _with_database(
+    settings: Settings, work: Callable[[Database], Coroutine[Any, Any, Any]], *, wait_seconds: float = 5
+) -> Any:
+    """Run `work` on the configured (or embedded) database, migrated first."""
+    from newsletter.app import apply_migrations, database
+    from newsletter.db.database import DATABASE_ERRORS, create_pool
 
     async with database(settings) as url:
         try:
-            pool = await create_pool(url, settings, wait_seconds=5)
+            pool = await create_pool(url, settings, wait_seconds=wait_seconds)
         except DATABASE_ERRORS as error:
             raise click.ClickException(f"cannot connect to the database: {error}") from None
         try:
             await apply_migrations(pool)
-            async with pool.acquire() as connection:
-                return await work(connection)
+            return await work(Database(pool))
         except DATABASE_ERRORS as error:
             raise click.ClickException(f"database error: {error}") from None
         finally:

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     signup_address_limit: int = Field(default=5, ge=1)
     signup_address_window_seconds: int = Field(default=3600, ge=1)
 
-    worker_batch_size: int = Field(default=200, ge=1)
+    worker_batch_size: int = Field(default=500, ge=1)
     worker_concurrency: int = Field(default=2, ge=1, le=64)
     smtp_pool_size: int = Field(default=10, ge=1)
     smtp_timeout_seconds: float = Field(default=30, gt=0)

@@ -16,7 +16,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from newsletter.services.tokens import create_token
+from newsletter.db.database import Database
+from newsletter.services.access.tokens import create_token
 from tests.acceptance.test_cli import base_env, newsletter, wait_for, wait_until_up
 from tests.harness import SMTPServer, add_confirmed, free_port
 
@@ -100,7 +101,7 @@ async def test_a_signup_trace_runs_from_the_request_into_the_send(
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
         await add_confirmed(pool, 3)
-        token = await create_token(pool, "tracing")
+        token = await create_token(Database(pool), "tracing")
     finally:
         await pool.close()
     auth = {"Authorization": f"Bearer {token}"}

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from newsletter.services import overview
+from newsletter.db.database import Database
+from newsletter.services.audience import lists, subscribers
 from tests.admin import AdminBrowser, create_admin, signed_in
 from tests.harness import TestApp, add_confirmed
 
@@ -165,7 +166,7 @@ async def test_every_filter_pages_through_the_same_people_by_index_or_by_walk(
     mixed: TestApp, lookup_limit: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A lookup limit of 2 sends every search and the blocklisted filter down the walk instead of the index.
-    monkeypatch.setattr(overview, "LOOKUP_LIMIT", lookup_limit)
+    monkeypatch.setattr(subscribers, "LOOKUP_LIMIT", lookup_limit)
     weekly = await mixed.pool.fetchval("SELECT id FROM lists WHERE slug = 'weekly'")
     statuses = [None, "active", "blocklisted", "pending", "confirmed", "unsubscribed"]
     for list_id, status, search in itertools.product(
@@ -173,15 +174,15 @@ async def test_every_filter_pages_through_the_same_people_by_index_or_by_walk(
     ):
         found: list[Any] = []
         after = None
-        async with mixed.pool.acquire() as conn:
-            while True:
-                page = await overview.subscriber_page(
-                    conn, after=after, list_id=list_id, status=status, search=search, contains=False, limit=7
-                )
-                found += [person["id"] for person in page]
-                if len(page) < 7:
-                    break
-                after = page[-1]["id"]
+        slug = {None: None, 1: "default", weekly: "weekly"}[list_id]
+        while True:
+            page = await subscribers.subscriber_page(
+                Database(mixed.pool), after=after, list_slug=slug, status=status, search=search, limit=7
+            )
+            found += [person["id"] for person in page]
+            if len(page) < 7:
+                break
+            after = page[-1]["id"]
         assert found == await _expected(mixed, list_id, status, search), (list_id, status, search)
 
 
@@ -191,12 +192,12 @@ async def test_counts_beyond_the_budget_are_shown_as_estimates(
     await add_confirmed(app.pool, 40)
     await app.pool.execute("ANALYZE subscribers, subscriptions")
     exact = (await browser.get("/admin")).text
-    monkeypatch.setattr(overview, "EXACT_COUNT_BUDGET", 10)
+    monkeypatch.setattr(lists, "EXACT_COUNT_BUDGET", 10)
     estimated = (await browser.get("/admin")).text
-    lists = (await browser.get("/admin/lists")).text
+    lists_page = (await browser.get("/admin/lists")).text
 
     assert re.search(r'<td class="num">40</td>', exact) and "≈" not in exact
-    for page in (estimated, lists):
+    for page in (estimated, lists_page):
         assert re.search(r'<td class="num">≈ \d+</td>', page)
         assert "estimated from PostgreSQL's statistics" in page
     assert re.search(r"≈ \d+ new subscribers since", estimated)  # today's sign-ups, estimated too

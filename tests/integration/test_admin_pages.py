@@ -157,7 +157,7 @@ async def test_subscribers_are_searched_filtered_and_paged_by_keyset(
 ) -> None:
     await add_confirmed(app.pool, 120)
     await add_confirmed(app.pool, 3, prefix="zed")
-    await app.pool.execute("UPDATE subscribers SET status = 'blocklisted' WHERE email = 'zed1@example.com'")
+    await app.block("zed1@example.com")
 
     first = await browser.get("/admin/subscribers")
     emails = re.findall(r"/admin/subscribers/\d+\">([a-z0-9]+@example\.com)</a>", first.text)
@@ -427,11 +427,12 @@ async def test_an_import_that_keeps_racing_sign_ups_says_so_on_the_page(
     signing_up = [await asyncpg.connect(database_url) for _ in range(2)]
     watching = await asyncpg.connect(database_url)
 
-    async def import_waits() -> None:
+    async def import_waits_for(sign_up: asyncpg.Connection) -> None:
+        """Until a session (the import's) waits for this sign-up's lock: not for another one's."""
         for _ in range(200):
             if await watching.fetchval(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                sign_up.get_server_pid(),
             ):
                 return
             await asyncio.sleep(0.05)
@@ -449,7 +450,7 @@ async def test_an_import_that_keeps_racing_sign_ups_says_so_on_the_page(
             )
         )
         for conn in signing_up:
-            await import_waits()
+            await import_waits_for(conn)
             await conn.execute("COMMIT")
         answer = await upload
     finally:

@@ -4,10 +4,7 @@ Idempotency-Key header as the IETF draft defines it."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from newsletter.web.api import ApiError, _cursor
 from tests.harness import AdminClient, TestApp, add_confirmed, admin_client
 
 pytestmark = pytest.mark.asyncio
@@ -27,18 +24,6 @@ async def test_a_cursor_this_api_never_returned_is_422(admin: AdminClient, path:
 
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
-
-
-@given(st.text(max_size=25))
-def test_the_cursor_parser_takes_ascii_digits_only(raw: str) -> None:
-    try:
-        parsed = _cursor(raw)
-    except ApiError as error:
-        assert error.status == 422
-        assert not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 18)
-    else:
-        assert raw.isascii() and raw.isdigit() and len(raw) <= 18
-        assert parsed == int(raw)
 
 
 async def test_attributes_over_16_kb_are_refused_on_change_as_on_creation(

@@ -10,9 +10,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from newsletter.db.queries import query
-from newsletter.services.bounces import verp_address
-from newsletter.services.events import BounceRules, DeliveryEvent, apply_events
+from newsletter.db.database import Database
+from newsletter.db.queries import Q
+from newsletter.domain.verp import verp_address
+from newsletter.services.compliance.reports import BounceRules, DeliveryEvent, apply_events
 from tests.bounce_reports import delivery_status_notification
 from tests.harness import TestApp, add_confirmed, admin_client
 
@@ -215,11 +216,13 @@ async def test_reports_about_one_delivery_count_as_one_soft_bounce(database_url:
 
         rules = BounceRules(soft_bounce_limit=3, window_days=30)
         # "Delayed" three times about one message is one soft bounce, not three.
-        await apply_events(pool, [soft("delayed-1", 5), soft("delayed-2", 5), soft("delayed-3", 5)], rules)
-        await apply_events(pool, [soft("other-1", 6)], rules)
+        await apply_events(
+            Database(pool), [soft("delayed-1", 5), soft("delayed-2", 5), soft("delayed-3", 5)], rules
+        )
+        await apply_events(Database(pool), [soft("other-1", 6)], rules)
         assert await pool.fetchval("SELECT count(*) FROM suppressions") == 0
 
-        applied = await apply_events(pool, [soft("other-2", None)], rules)
+        applied = await apply_events(Database(pool), [soft("other-2", None)], rules)
 
         assert applied.suppressed == 1
         assert await pool.fetchval("SELECT reason FROM suppressions") == "hard_bounce"
@@ -236,9 +239,11 @@ async def test_soft_bounces_arriving_together_in_separate_batches_are_all_counte
         ]
         # Hold the address, so that all three batches have recorded their event before any applies one.
         async with pool.acquire() as holder, holder.transaction():
-            await holder.execute(query("events_lock_addresses"), ["reader@example.com"])
+            await holder.execute(Q.reports_lock_addresses, ["reader@example.com"])
             batches = [
-                asyncio.create_task(apply_events(pool, [event], BounceRules())) for event in events if event
+                asyncio.create_task(apply_events(Database(pool), [event], BounceRules()))
+                for event in events
+                if event
             ]
             async with asyncio.timeout(10):
                 while await holder.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted") < 3:

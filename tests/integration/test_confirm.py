@@ -44,7 +44,7 @@ async def test_post_confirms_and_a_second_post_is_harmless(app: TestApp) -> None
 async def test_a_used_token_cannot_confirm_again_after_unsubscribing(app: TestApp) -> None:
     link = await _link_for(app, "ada@example.com")
     await app.confirm(link)
-    await app.pool.execute("UPDATE subscriptions SET status = 'unsubscribed'")
+    await app.leave("ada@example.com")
 
     response = await app.confirm(link)
 

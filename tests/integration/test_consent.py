@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from newsletter.services.imports import import_csv
+from newsletter.services.audience.imports import import_csv
 from tests.harness import AdminClient, TestApp, add_confirmed, admin_client
 from tests.security.helpers import unsubscribe_url
 
@@ -30,8 +30,7 @@ async def _unsubscribed(app: TestApp, admin: AdminClient) -> str:
 
 
 async def _import(app: TestApp, address: str, list_slug: str = "default") -> dict[str, object]:
-    async with app.pool.acquire() as conn:
-        report = await import_csv(conn, io.BytesIO(f"email\n{address}\n".encode()), list_slug=list_slug)
+    report = await import_csv(app.db, io.BytesIO(f"email\n{address}\n".encode()), list_slug=list_slug)
     return report.as_dict()
 
 

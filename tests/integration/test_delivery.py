@@ -157,18 +157,12 @@ async def test_the_worker_log_carries_the_request_id_of_the_signup(
 
 async def test_an_address_holding_placeholder_text_keeps_every_header_of_its_own(app: TestApp) -> None:
     """Templates are filled in one pass: an address that spells a placeholder is written as it is."""
-    from tests.harness import add_confirmed, admin_client
+    from tests.harness import add_confirmed
 
     address = "NLPHxMESSAGEIDx.NLPHxDATEx@example.com"
-    await app.pool.execute("INSERT INTO subscribers (email) VALUES ($1)", address)
-    await app.pool.execute(
-        "INSERT INTO subscriptions (subscriber_id, list_id, status, confirmed_at) "
-        "SELECT id, 1, 'confirmed', now() FROM subscribers"
-    )
+    await app.add_subscriber(address)
     [other] = await add_confirmed(app.pool, 1)
-    admin = await admin_client(app)
-    issue = (await admin.post("/issues", {"subject": "News", "markdown": "Hello"})).json()
-    await admin.post(f"/issues/{issue['id']}/send")
+    await app.send_issue()
     await app.dispatch_all_pending()
 
     [received] = app.smtp.to(address)

@@ -12,8 +12,9 @@ import asyncpg
 import httpx
 import pytest
 
+from newsletter.db.database import Database
+from newsletter.services.audience.imports import ImportReport, export_csv, import_csv
 from newsletter.services.errors import Conflict, Invalid, NotFound
-from newsletter.services.imports import ImportReport, export_csv, import_csv
 from tests.harness import AdminClient, SMTPServer, TestApp, admin_client, spawn_app
 
 pytestmark = pytest.mark.asyncio
@@ -28,7 +29,7 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 async def run_import(conn: asyncpg.Connection, data: bytes | str, list_slug: str = "default") -> ImportReport:
     raw = data.encode() if isinstance(data, str) else data
-    return await import_csv(conn, io.BytesIO(raw), list_slug=list_slug)
+    return await import_csv(Database.on(conn), io.BytesIO(raw), list_slug=list_slug)
 
 
 async def people(conn: asyncpg.Connection, list_slug: str = "default") -> list[tuple[str, str, str, str]]:
@@ -46,7 +47,7 @@ async def people(conn: asyncpg.Connection, list_slug: str = "default") -> list[t
 
 
 async def export_text(conn: asyncpg.Connection, **filters: str) -> str:
-    return b"".join([chunk async for chunk in export_csv(conn, **filters)]).decode()
+    return b"".join([chunk async for chunk in export_csv(Database.on(conn), **filters)]).decode()
 
 
 @asynccontextmanager
@@ -254,7 +255,7 @@ async def import_during_a_sign_up(
         await signing_up.execute(
             "INSERT INTO subscribers (email, name) VALUES ('Grace@example.com', 'Grace')"
         )
-        importing = asyncio.ensure_future(import_csv(conn, source, list_slug="default"))
+        importing = asyncio.ensure_future(import_csv(Database.on(conn), source, list_slug="default"))
         # The import's plain INSERT meets the sign-up's address, not committed yet, and waits for it.
         waiting = False
         for _ in range(100):
@@ -420,7 +421,7 @@ async def test_a_large_export_streams_in_chunks(conn: asyncpg.Connection) -> Non
         """
     )
 
-    chunks = [chunk async for chunk in export_csv(conn)]
+    chunks = [chunk async for chunk in export_csv(Database.on(conn))]
 
     assert len(chunks) > 2
     assert b"".join(chunks).count(b"\n") == 20001
@@ -576,10 +577,7 @@ async def test_the_larger_body_limit_applies_to_imports_only(database_url: str, 
 
 async def test_the_api_streams_an_export_as_a_csv_attachment(app: TestApp, admin: AdminClient) -> None:
     await post_csv(app, admin, b"email,name\nada@example.com,Ada\ngrace@example.com,Grace\n")
-    await app.pool.execute(
-        "UPDATE subscriptions SET status = 'unsubscribed' WHERE subscriber_id = "
-        "(SELECT id FROM subscribers WHERE email = 'grace@example.com')"
-    )
+    await app.leave("grace@example.com")
 
     everything = await admin.get("/subscribers/export")
     confirmed = await admin.get("/subscribers/export", list="default", status="confirmed")
@@ -648,7 +646,7 @@ async def test_the_databases_neutralisation_is_the_one_the_import_undoes(conn: a
     """csv_cell (SQL, the export) and write_cell (Python, beside read_cell) agree on every kind of start."""
     import random
 
-    from newsletter.services.imports import write_cell
+    from newsletter.services.audience.imports import write_cell
 
     rng = random.Random(13)
     alphabet = "=+-@\t\r'a ,\"é\n"

@@ -10,7 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from newsletter.db.queries import query
+from newsletter.db.queries import Q
+from newsletter.domain.vocabulary import SubscriberStatus, SubscriptionStatus, SuppressionReason
 from tests.harness import AdminClient, SMTPServer, TestApp, add_confirmed, admin_client, spawn_app
 
 pytestmark = pytest.mark.asyncio
@@ -71,29 +72,16 @@ async def test_an_issue_reaches_every_confirmed_subscriber_once_and_nobody_else(
 ) -> None:
     assert (await admin.post("/lists", {"slug": "weekly", "name": "Weekly"})).status_code == 201
     readers = await add_confirmed(app.pool, 20)
-    both = await add_confirmed(app.pool, 5, prefix="both")
-    await app.pool.execute(
-        """INSERT INTO subscriptions (subscriber_id, list_id, status, confirmed_at)
-           SELECT subscribers.id, lists.id, 'confirmed', now() FROM subscribers, lists
-           WHERE subscribers.email LIKE 'both%' AND lists.slug = 'weekly'"""
-    )
-    await add_confirmed(app.pool, 3, prefix="pending")
-    await app.pool.execute(
-        "UPDATE subscriptions SET status = 'pending' WHERE subscriber_id IN "
-        "(SELECT id FROM subscribers WHERE email LIKE 'pending%')"
-    )
-    await add_confirmed(app.pool, 3, prefix="gone")
-    await app.pool.execute(
-        "UPDATE subscriptions SET status = 'unsubscribed' WHERE subscriber_id IN "
-        "(SELECT id FROM subscribers WHERE email LIKE 'gone%')"
-    )
-    await add_confirmed(app.pool, 2, prefix="blocked")
-    await app.pool.execute("UPDATE subscribers SET status = 'blocklisted' WHERE email LIKE 'blocked%'")
-    await add_confirmed(app.pool, 2, prefix="bounced")
-    await app.pool.execute(
-        "INSERT INTO suppressions (email, reason) SELECT email, 'hard_bounce' FROM subscribers "
-        "WHERE email LIKE 'bounced%'"
-    )
+    both = [f"both{n}@example.com" for n in range(5)]
+    for address in both:
+        await app.add_subscriber(address, lists=["default", "weekly"])
+    for n in range(3):
+        await app.add_subscriber(f"pending{n}@example.com", status=SubscriptionStatus.PENDING)
+        await app.add_subscriber(f"gone{n}@example.com", status=SubscriptionStatus.UNSUBSCRIBED)
+    for n in range(2):
+        await app.add_subscriber(f"blocked{n}@example.com", person=SubscriberStatus.BLOCKLISTED)
+        await app.add_subscriber(f"bounced{n}@example.com")
+        await app.suppress(f"bounced{n}@example.com", SuppressionReason.HARD_BOUNCE)
     issue_id = await _draft(admin, lists=["default", "weekly"])
 
     issue = await _send_and_deliver(app, admin, issue_id)
@@ -695,19 +683,20 @@ async def test_a_retry_recorded_while_the_issue_resumes_is_sent(
     """A worker records a transient failure while an operator's resume is running: the record waits for the
     resume and sees the issue sending (read from its snapshot, it saw 'paused' and parked the retry for
     good, under an issue that was sending again)."""
-    from newsletter.services.issues import resume_issue
+    from newsletter.db.database import Database
+    from newsletter.services.sending.issues import resume_issue
     from newsletter.worker.delivery import Outcome
 
     await add_confirmed(app.pool, 1)
     issue_id = await _draft(admin)
     await admin.post(f"/issues/{issue_id}/send")
-    [claimed] = await app.pool.fetch(query("claim_deliveries"), 10, 60)
+    [claimed] = await app.pool.fetch(Q.claim_deliveries, 10, 60)
     await admin.post(f"/issues/{issue_id}/pause")
     operator = await asyncpg.connect(database_url)
     try:
         resuming = operator.transaction()
         await resuming.start()
-        await resume_issue(operator, issue_id)
+        await resume_issue(Database.on(operator), issue_id)
         recording = asyncio.ensure_future(
             app.worker._record([Outcome(claimed, "queued", "451 4.3.0 try again later", delay=0.0)])
         )

@@ -75,17 +75,59 @@ async def test_an_applied_migration_that_was_edited_is_refused(empty_database_ur
 
 async def test_the_schema_has_what_the_queries_expect(database_url: str) -> None:
     """Every named query prepares against the migrated schema, so a renamed column fails here first."""
-    from newsletter.db.queries import _all
+    from dataclasses import asdict
+
+    from newsletter.db.queries import Q
 
     conn = await asyncpg.connect(database_url)
     try:
         async with conn.transaction():
             # The staging table of a CSV import exists only in the import's own transaction.
-            await conn.execute(_all()["import_staging"])
-            for name, sql in _all().items():
+            await conn.execute(Q.import_staging)
+            for name, sql in asdict(Q).items():
                 try:
                     await conn.prepare(sql)
                 except asyncpg.PostgresError as error:
                     pytest.fail(f"query {name!r} does not fit the schema: {error}")
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "vocabulary"),
+    [
+        ("lists", "optin", "OptIn"),
+        ("lists", "visibility", "Visibility"),
+        ("subscribers", "status", "SubscriberStatus"),
+        ("subscriptions", "status", "SubscriptionStatus"),
+        ("suppressions", "reason", "SuppressionReason"),
+        ("deliveries", "kind", "DeliveryKind"),
+        ("deliveries", "status", "DeliveryStatus"),
+        ("issues", "status", "IssueStatus"),
+        ("api_tokens", "scope", "TokenScope"),
+        ("delivery_events", "kind", "ReportKind"),
+        ("delivery_events", "provider", "Reporter"),
+    ],
+)
+async def test_the_vocabulary_is_the_schemas(
+    database_url: str, table: str, column: str, vocabulary: str
+) -> None:
+    """Each enumeration of domain/vocabulary.py holds just the values its column's CHECK constraint allows."""
+    import re
+
+    from newsletter.domain import vocabulary as words
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        definitions = await conn.fetch(
+            """SELECT pg_get_constraintdef(c.oid) AS definition FROM pg_constraint AS c
+               JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)
+               WHERE c.contype = 'c' AND c.conrelid = $1::regclass AND a.attname = $2""",
+            table,
+            column,
+        )
+    finally:
+        await conn.close()
+    [definition] = [row["definition"] for row in definitions]
+    allowed = set(re.findall(r"'([^']*)'::text", definition))
+    assert allowed == {str(member) for member in getattr(words, vocabulary)}, definition

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from newsletter.domain.vocabulary import SuppressionReason
 from tests.harness import AdminClient, TestApp, add_confirmed, admin_client
 
 pytestmark = pytest.mark.asyncio
@@ -166,9 +167,7 @@ async def test_erasure_forgets_the_address_but_not_that_it_complained(
     app: TestApp, admin: AdminClient
 ) -> None:
     reader, other = await add_confirmed(app.pool, 2)
-    await app.pool.execute(
-        "INSERT INTO suppressions (email, reason, detail) VALUES ($1, 'complaint', 'marked as spam')", reader
-    )
+    await app.suppress(reader, SuppressionReason.COMPLAINT, "marked as spam")
     subscriber_id = await app.pool.fetchval("SELECT id FROM subscribers WHERE email = $1", reader)
 
     assert (await admin.delete(f"/subscribers/{subscriber_id}")).status_code == 204
@@ -191,17 +190,14 @@ async def test_an_erased_address_that_bounced_is_refused_by_the_next_import(
 ) -> None:
     import io
 
-    from newsletter.services.imports import import_csv
+    from newsletter.services.audience.imports import import_csv
 
     [reader] = await add_confirmed(app.pool, 1)
-    await app.pool.execute("INSERT INTO suppressions (email, reason) VALUES ($1, 'hard_bounce')", reader)
+    await app.suppress(reader, SuppressionReason.HARD_BOUNCE)
     subscriber_id = await app.pool.fetchval("SELECT id FROM subscribers WHERE email = $1", reader)
     await admin.delete(f"/subscribers/{subscriber_id}")
 
-    async with app.pool.acquire() as conn:
-        report = await import_csv(
-            conn, io.BytesIO(f"email\n{reader.upper()}\n".encode()), list_slug="default"
-        )
+    report = await import_csv(app.db, io.BytesIO(f"email\n{reader.upper()}\n".encode()), list_slug="default")
 
     assert report.subscribed == 0
     assert await app.pool.fetchval("SELECT reason FROM suppressions") == "hard_bounce"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from newsletter.domain.vocabulary import OptIn, SubscriberStatus, SuppressionReason
 from tests.harness import TestApp
 
 pytestmark = pytest.mark.asyncio
@@ -122,9 +123,7 @@ async def test_consent_evidence_is_recorded(app: TestApp) -> None:
 
 
 async def test_a_single_opt_in_list_confirms_at_once_and_sends_nothing(app: TestApp) -> None:
-    await app.pool.execute(
-        "INSERT INTO lists (slug, name, optin, visibility) VALUES ('open', 'Open list', 'single', 'public')"
-    )
+    await app.add_list("open", "Open list", optin=OptIn.SINGLE)
 
     response = await app.subscribe("single@example.com", list="open")
 
@@ -141,12 +140,8 @@ async def test_honeypot_filled_by_a_bot_is_answered_the_same_and_ignored(app: Te
 
 
 async def test_a_suppressed_or_blocklisted_address_gets_no_email(app: TestApp) -> None:
-    await app.pool.execute(
-        "INSERT INTO suppressions (email, reason) VALUES ('gone@example.com', 'hard_bounce')"
-    )
-    await app.pool.execute(
-        "INSERT INTO subscribers (email, status) VALUES ('blocked@example.com', 'blocklisted')"
-    )
+    await app.suppress("gone@example.com", SuppressionReason.HARD_BOUNCE)
+    await app.add_subscriber("blocked@example.com", lists=[], person=SubscriberStatus.BLOCKLISTED)
 
     assert (await app.subscribe("gone@example.com")).status_code == 202
     assert (await app.subscribe("blocked@example.com")).status_code == 202

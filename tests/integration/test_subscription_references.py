@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from newsletter.services import audience, privacy
+from newsletter.db.database import Database
+from newsletter.services.audience import lists
+from newsletter.services.compliance import privacy
 from tests.harness import add_confirmed
 
 pytestmark = pytest.mark.asyncio
@@ -58,7 +60,7 @@ async def test_erasing_a_subscriber_deletes_their_subscriptions_and_tokens(pool:
     await two_lists_of_two(pool)
 
     async with pool.acquire() as conn:
-        await privacy.erase(conn, 2)
+        await privacy.erase(Database.on(conn), 2)
 
     assert await subscriptions(pool) == [
         ("person0@example.com", "default"),
@@ -79,15 +81,14 @@ async def test_purging_stale_sign_ups_deletes_their_subscriptions(pool: asyncpg.
         """
     )
 
-    assert await privacy.purge_unconfirmed(pool, 30) == 1
+    assert await privacy.purge_unconfirmed(Database(pool), 30) == 1
     assert await pool.fetchval("SELECT count(*) FROM subscriptions") == 0
 
 
 async def test_deleting_a_list_deletes_its_subscriptions_and_tokens(pool: asyncpg.Pool) -> None:
     await two_lists_of_two(pool)
 
-    async with pool.acquire() as conn:
-        await audience.delete_list(conn, await conn.fetchval("SELECT id FROM lists WHERE slug = 'weekly'"))
+    await lists.delete_list(Database(pool), await pool.fetchval("SELECT id FROM lists WHERE slug = 'weekly'"))
 
     assert await subscriptions(pool) == [
         ("person0@example.com", "default"),

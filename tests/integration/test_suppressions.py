@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from newsletter.domain.vocabulary import SuppressionReason
 from tests.harness import AdminClient, TestApp, add_confirmed, admin_client
 
 pytestmark = pytest.mark.asyncio
@@ -50,9 +51,7 @@ async def test_adding_an_address_twice_answers_with_the_same_entry(app: TestApp,
 async def test_a_manual_suppression_outranks_an_unsubscribe_from_every_list(
     app: TestApp, admin: AdminClient
 ) -> None:
-    await app.pool.execute(
-        "INSERT INTO suppressions (email, reason) VALUES ('reader@example.com', 'unsubscribe_all')"
-    )
+    await app.suppress("reader@example.com", SuppressionReason.UNSUBSCRIBE_ALL)
 
     response = await admin.post("/suppressions", {"email": "reader@example.com"})
 

@@ -105,7 +105,9 @@ async def test_an_unsubscribed_person_gets_neither_later_issues_nor_the_rest_of_
     await app.worker.dispatch_once()
     last = readers[-1]
     [row] = [r for r in await app.deliveries(last) if r["status"] == "queued"]
-    last_token = UnsubscribeToken(row["subscriber_id"], row["list_id"]).sign(app.worker._secret_key)
+    last_token = UnsubscribeToken(row["subscriber_id"], row["list_id"]).sign(
+        app.settings.resolved_secret_key().encode()
+    )
 
     one_click = await app.client.post(f"/unsubscribe/{last_token}", data={"List-Unsubscribe": "One-Click"})
     await app.dispatch_all_pending()
@@ -149,7 +151,7 @@ async def test_unsubscribing_from_every_list_suppresses_until_the_person_confirm
 async def test_each_email_carries_a_verp_return_path_naming_its_delivery(
     app: TestApp, admin: AdminClient
 ) -> None:
-    from newsletter.services.bounces import parse_verp
+    from newsletter.domain.verp import parse_verp
 
     [reader] = await add_confirmed(app.pool, 1)
     await _issue(app, admin)
@@ -158,4 +160,4 @@ async def test_each_email_carries_a_verp_return_path_naming_its_delivery(
     [received] = app.smtp.to(reader)
     [row] = await app.deliveries(reader)
     assert received.mail_from.startswith("bounces+") and received.mail_from.endswith("@localhost")
-    assert parse_verp(received.mail_from, secret_key=app.worker._secret_key) == row["id"]
+    assert parse_verp(received.mail_from, secret_key=app.settings.resolved_secret_key().encode()) == row["id"]

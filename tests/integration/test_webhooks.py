@@ -15,20 +15,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
-from fastapi import FastAPI
 
-from newsletter.app import build_app
-from newsletter.config import Settings
-from newsletter.services.bounces import verp_address
-from newsletter.services.providers.sns import FetchFailed, SnsVerifier
-from tests import harness
+from newsletter.domain.verp import verp_address
+from newsletter.domain.vocabulary import SuppressionReason
+from newsletter.inbound.providers.sns import FetchFailed
 from tests.harness import AdminClient, SMTPServer, TestApp, add_confirmed, admin_client, spawn_app
 
 pytestmark = pytest.mark.asyncio
@@ -203,13 +199,7 @@ async def hooks(
         {CERT_URL: self_signed_certificate(sns_key), SUBSCRIBE_URL: b"<ConfirmSubscriptionResponse/>"}
     )
 
-    def build_with_sns(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
-        app = build_app(settings, pool)
-        app.state.sns = SnsVerifier(sns)
-        return app
-
-    monkeypatch.setattr(harness, "build_app", build_with_sns)
-    async with spawn_app(database_url, smtp) as app:
+    async with spawn_app(database_url, smtp, fetcher=sns) as app:
         yield Webhooks(app, sns, sns_key, sendgrid_key)
 
 
@@ -661,9 +651,7 @@ async def test_a_postmark_spam_complaint_unsubscribes_from_every_list(
 
 async def test_a_complaint_outranks_an_unsubscribe_from_every_list(hooks: Webhooks) -> None:
     [reader] = await add_confirmed(hooks.app.pool, 1)
-    await hooks.app.pool.execute(
-        "INSERT INTO suppressions (email, reason) VALUES ($1, 'unsubscribe_all')", reader
-    )
+    await hooks.app.suppress(reader, SuppressionReason.UNSUBSCRIBE_ALL)
     complaint = {"RecordType": "SpamComplaint", "ID": 7, "Email": reader, "BouncedAt": "2026-11-28T11:59:58Z"}
 
     await hooks.postmark(complaint)

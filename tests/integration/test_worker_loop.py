@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 
-from newsletter.services.wake import CHANNEL
+from newsletter.db.wake import CHANNEL
 from newsletter.transports import transport_from_settings
 from newsletter.worker.delivery import DeliveryWorker
 from tests.harness import SMTPServer, add_confirmed, admin_client, spawn_app
@@ -81,7 +81,7 @@ async def test_two_workers_share_one_sending_rate(database_url: str, smtp: SMTPS
         await add_confirmed(app.pool, 2)
         issue = (await admin.post("/issues", {"subject": "Rated", "markdown": "x"})).json()
         assert (await admin.post(f"/issues/{issue['id']}/send")).status_code == 202
-        other = DeliveryWorker(app.pool, transport_from_settings(app.settings), app.settings)
+        other = DeliveryWorker(app.db, transport_from_settings(app.settings), app.settings)
 
         assert await app.worker.dispatch_once() == 1
         # The rate every worker shares: one row per transport and period, the time its next slot is free.

@@ -30,11 +30,7 @@ async def _addresses_of_every_kind(app: TestApp, channel: str) -> dict[str, str]
             kinds[kind],
             f"{kind}-{channel}-0@example.com",
         )
-    await app.pool.execute(
-        """UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = now()
-           FROM subscribers WHERE subscribers.id = subscriber_id AND subscribers.email = $1""",
-        kinds["unsubscribed"],
-    )
+    await app.leave(kinds["unsubscribed"])
     assert (
         await admin.post("/suppressions", {"email": kinds["suppressed"], "reason": "complaint"})
     ).status_code == 201

@@ -11,13 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.services.bounces import parse_dsn, parse_verp, verp_address
-from newsletter.services.events import DeliveryEvent
-from newsletter.services.providers import Rejected
-from newsletter.services.providers.postmark import authorized, postmark_events
-from newsletter.services.providers.sendgrid import sendgrid_events
-from newsletter.services.providers.ses import ses_events
-from newsletter.services.providers.sns import SnsMessage
+from newsletter.domain.verp import parse_verp, verp_address
+from newsletter.inbound.dsn import parse_dsn
+from newsletter.inbound.providers import Rejected
+from newsletter.inbound.providers.postmark import authorized, postmark_events
+from newsletter.inbound.providers.sendgrid import sendgrid_events
+from newsletter.inbound.providers.ses import ses_events
+from newsletter.inbound.providers.sns import SnsMessage
+from newsletter.services.compliance.reports import DeliveryEvent
 from tests.bounce_reports import delivery_status_notification
 
 KEY = b"the secret key"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from newsletter.services.emails import RenderedEmail, render, to_mime
+from newsletter.services.sending.compose import RenderedEmail, render, to_mime
 from newsletter.transports.base import SMTPError, classify_http_status, classify_smtp_error, parse_retry_after
 from newsletter.worker.retry import RetryPolicy
 
@@ -139,11 +139,16 @@ def test_bodies_encoded_once_decode_to_the_filled_text(lines: list[str], value: 
     import binascii
     import html
 
-    from newsletter.services.emails import PLACEHOLDER_PREFIX, EncodedBody
+    from newsletter.services.sending.compose import HTML_PART, PLACEHOLDER_PREFIX, TEXT_PART, MessageTemplate
 
     placeholder = f"{PLACEHOLDER_PREFIX}VALUEx"
     body = "\r\n".join([*lines[:2], f"before {placeholder} after", *lines[2:]]) + "\r\n"
-    encoded = b"".join(EncodedBody.build(body, escape=escape).fill({placeholder: value}))
+    template = MessageTemplate.build(RenderedEmail("s", body, body), sender=Address("N", "n", "example.com"))
+    raw = template.fill(
+        recipient="ada@example.com", message_id="<m@example.com>", values={placeholder: value}
+    )
+    # The part's body as it was encoded: from its part headers to the boundary after it.
+    encoded = raw.split(HTML_PART if escape else TEXT_PART, 1)[1].split(b"\r\n--=_nl_", 1)[0]
 
     expected = body.replace(placeholder, html.escape(value) if escape else value)
     assert binascii.a2b_qp(encoded).decode() == expected

@@ -12,8 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from newsletter.domain.subscriber import InvalidInput, SubscriberEmail, SubscriberName
-from newsletter.services.errors import Invalid
-from newsletter.services.imports import (
+from newsletter.services.audience.imports import (
     MAX_REJECTED_LISTED,
     ImportReport,
     Rejected,
@@ -21,6 +20,7 @@ from newsletter.services.imports import (
     normalize_email,
     normalize_name,
 )
+from newsletter.services.errors import Invalid
 
 ATEXT = string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~"
 # Pieces chosen to hit the edges of both paths: dots, role names, case, IDNA, reserved names, odd characters.
@@ -248,7 +248,7 @@ ANY_REASON = _AnyReason()
 
 @given(st.text(max_size=40))
 def test_a_cell_neutralised_for_spreadsheets_reads_back_as_it_was(value: str) -> None:
-    from newsletter.services.imports import read_cell, write_cell
+    from newsletter.services.audience.imports import read_cell, write_cell
 
     written = write_cell(value)
 

@@ -47,7 +47,7 @@ class UnsubscribeToken:
 
     def sign(self, key: bytes) -> str:
         payload = struct.pack(">QQ", self.subscriber_id, self.list_id)
-        mac = hmac.new(key, b"unsubscribe:" + payload, hashlib.sha256).digest()[:16]
+        mac = hmac.digest(key, b"unsubscribe:" + payload, "sha256")[:16]
         return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode()
 
     @classmethod
@@ -56,7 +56,7 @@ class UnsubscribeToken:
             return None
         raw = base64.urlsafe_b64decode(token + "=")
         payload, mac = raw[:16], raw[16:]
-        expected = hmac.new(key, b"unsubscribe:" + payload, hashlib.sha256).digest()[:16]
+        expected = hmac.digest(key, b"unsubscribe:" + payload, "sha256")[:16]
         if not hmac.compare_digest(mac, expected):
             return None
         subscriber_id, list_id = struct.unpack(">QQ", payload)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import ssl
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import structlog
 
@@ -33,35 +35,125 @@ from newsletter.transports.base import (
 log = structlog.get_logger(__name__)
 
 CRLF = b"\r\n"
+# What an address must not hold to be written into a command: line ends, and the brackets around it.
+_UNCARRIABLE = re.compile(r"[\r\n<>]")
 # An email starts only with this long before the batch's deadline (or less: its whole timeout, or a quarter of
 # the batch's time, if shorter): one started later would likely be cut off after its content went out, and
 # then be sent again.
 MIN_SEND_SECONDS = 5.0
+# A reply line longer than this is not SMTP (RFC 5321 allows 512 octets).
+MAX_REPLY_LINE = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
     code: int
-    message: str
+    text: bytes  # its lines, without their codes, one per line
+
+    @property
+    def message(self) -> str:
+        return self.text.decode("utf-8", "replace")
+
+
+class _Replies(asyncio.Protocol):
+    """The server's side of a session: its replies, parsed as they arrive and handed out in order.
+
+    A pipelined email's replies usually arrive in one segment; `next(n)` then returns them without waiting,
+    where a stream reader would wake the sender once for each line.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._lines: list[bytes] = []
+        self._ready: deque[Reply] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._wanted = 0
+        self._error: BaseException | None = None
+        # When (the loop's clock) the replies being waited for are given up for: the email's time limit.
+        self.deadline: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without deriving from it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        *complete, self._buffer = self._buffer.split(b"\n")
+        if len(self._buffer) > MAX_REPLY_LINE:
+            self._fail(SMTPError("connect", 500, "a reply line without end"))
+            return
+        for line in complete:
+            if len(line) < 4 or not line[:3].isdigit():
+                self._fail(SMTPError("connect", 500, f"malformed reply {line[:80]!r}"))
+                return
+            self._lines.append(line[4:].strip())
+            if line[3:4] != b"-":
+                self._ready.append(Reply(int(line[:3]), b"\n".join(self._lines)))
+                self._lines = []
+        if self._waiter is not None and len(self._ready) >= self._wanted and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        self._fail(ConnectionResetError("the SMTP server closed the connection"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionResetError("the SMTP server closed the connection"))
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+        if isinstance(error, SMTPError) and self.transport is not None:
+            self.transport.close()
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    async def next(self, count: int) -> list[Reply]:
+        """The next `count` replies; raises what ended the session if it ends first, and TimeoutError past
+        the deadline. Replies already here are returned without waiting (nor any timer)."""
+        while len(self._ready) < count:
+            if self._error is not None:
+                raise self._error
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            self._wanted = count
+            timer = loop.call_at(self.deadline, self._time_out) if self.deadline is not None else None
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        return [self._ready.popleft() for _ in range(count)]
+
+    def _time_out(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(TimeoutError("the SMTP server did not answer in time"))
 
 
 class SMTPConnection:
     """One SMTP session, ready to send after greeting, EHLO, STARTTLS and AUTH."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, transport: asyncio.Transport, replies: _Replies) -> None:
+        self.transport = transport
+        self.replies = replies
         self.extensions: set[str] = set()
         self.auth_mechanisms: set[str] = set()
         self.content_sent = False
 
     @classmethod
     async def open(cls, url: EmailURL, local_hostname: str) -> SMTPConnection:
+        loop = asyncio.get_running_loop()
         context = ssl.create_default_context() if url.tls != "none" else None
-        reader, writer = await asyncio.open_connection(
-            url.host, url.port, ssl=context if url.tls == "ssl" else None, limit=1 << 16
+        transport, replies = await loop.create_connection(
+            _Replies, url.host, url.port, ssl=context if url.tls == "ssl" else None
         )
-        connection = cls(reader, writer)
+        connection = cls(transport, replies)
         try:
             await connection._expect("connect", 220)
             await connection._ehlo(local_hostname)
@@ -70,7 +162,9 @@ class SMTPConnection:
                     raise SMTPError("connect", 530, "the server does not offer STARTTLS")
                 await connection._command("connect", b"STARTTLS", 220)
                 assert context is not None
-                await writer.start_tls(context, server_hostname=url.host)
+                secure = await loop.start_tls(transport, replies, context, server_hostname=url.host)
+                assert secure is not None
+                connection.transport = replies.transport = secure
                 await connection._ehlo(local_hostname)
             if url.username:
                 await connection._login(url.username, url.password or "")
@@ -81,7 +175,7 @@ class SMTPConnection:
 
     @property
     def is_open(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof()
+        return not self.transport.is_closing() and not self.replies.failed
 
     @property
     def pipelining(self) -> bool:
@@ -89,7 +183,7 @@ class SMTPConnection:
 
     def envelope(self, sender: str, recipient: str) -> tuple[bytes, bytes]:
         """MAIL and RCPT for one email; raises SMTPError for an address this session cannot carry."""
-        if any(char in address for address in (sender, recipient) for char in "\r\n<>"):
+        if _UNCARRIABLE.search(sender) or _UNCARRIABLE.search(recipient):
             raise SMTPError("rcpt", 553, "address contains characters SMTP cannot carry")
         utf8 = not (sender.isascii() and recipient.isascii())
         if utf8 and "SMTPUTF8" not in self.extensions:
@@ -117,49 +211,49 @@ class SMTPConnection:
         mail, rcpt = self.envelope(sender, recipient)
         if announced or self.pipelining:
             if not announced:
-                self.writer.write(mail + rcpt + b"DATA\r\n")
-            replies = [await self._reply(), await self._reply(), await self._reply()]
+                self.transport.write(mail + rcpt + b"DATA\r\n")
+            replies = await self.replies.next(3)
         else:
             replies = []
             for command in (mail, rcpt, b"DATA\r\n"):
-                self.writer.write(command)
-                replies.append(await self._reply())
+                self.transport.write(command)
+                replies += await self.replies.next(1)
                 if replies[-1].code >= 400:
                     break
         for stage, expected, reply in zip(("mail", "rcpt", "data"), (250, 250, 354), replies, strict=False):
             if reply.code != expected and not (stage == "rcpt" and reply.code == 251):
                 if replies[-1].code == 354:
                     # The server took DATA although the envelope failed: end it empty, then reset.
-                    self.writer.write(b".\r\n")
-                    await self._reply()
+                    self.transport.write(b".\r\n")
+                    await self.replies.next(1)
                 await self._reset()
                 raise SMTPError(stage, reply.code, reply.message)
-        # Dot-stuffing (RFC 5321 4.5.2); messages from our renderer already end lines with CRLF.
+        # Dot-stuffing (RFC 5321 4.5.2); messages from our composer already end lines with CRLF.
         body = message.replace(b"\r\n.", b"\r\n..")
         if body.startswith(b"."):
             body = b"." + body
         if not body.endswith(CRLF):
             body += CRLF
         self.content_sent = True
-        self.writer.writelines((body, b".\r\n" + then))
-        final = await self._reply()
+        self.transport.writelines((body, b".\r\n" + then))
+        [final] = await self.replies.next(1)
         if final.code != 250:
             raise SMTPError("data", final.code, final.message)
         return final.message
 
     async def quit(self) -> None:
         try:
-            self.writer.write(b"QUIT\r\n")
-            await self._reply()
+            self.transport.write(b"QUIT\r\n")
+            await self.replies.next(1)
         finally:
             self.close()
 
     def close(self) -> None:
-        self.writer.close()
+        self.transport.close()
 
     async def _reset(self) -> None:
-        self.writer.write(b"RSET\r\n")
-        await self._reply()
+        self.transport.write(b"RSET\r\n")
+        await self.replies.next(1)
 
     async def _ehlo(self, local_hostname: str) -> None:
         reply = await self._command("connect", f"EHLO {local_hostname}".encode(), 250)
@@ -181,26 +275,14 @@ class SMTPConnection:
             raise SMTPError("connect", 504, "the server offers neither AUTH PLAIN nor AUTH LOGIN")
 
     async def _command(self, stage: str, command: bytes, expected: int) -> Reply:
-        self.writer.write(command + CRLF)
+        self.transport.write(command + CRLF)
         return await self._expect(stage, expected)
 
     async def _expect(self, stage: str, expected: int) -> Reply:
-        reply = await self._reply()
+        [reply] = await self.replies.next(1)
         if reply.code != expected:
             raise SMTPError(stage, reply.code, reply.message)
         return reply
-
-    async def _reply(self) -> Reply:
-        lines = []
-        while True:
-            line = await self.reader.readline()
-            if not line.endswith(b"\n"):
-                raise ConnectionResetError("the SMTP server closed the connection")
-            if len(line) < 4 or not line[:3].isdigit():
-                raise SMTPError("connect", 500, f"malformed reply {line[:80]!r}")
-            lines.append(line[4:].strip().decode("utf-8", "replace"))
-            if line[3:4] != b"-":
-                return Reply(int(line[:3]), "\n".join(lines))
 
 
 class SMTPTransport:
@@ -243,6 +325,7 @@ class SMTPTransport:
     ) -> None:
         """One connection's share of a batch, in order: `mine` holds what it took from `waiting` ahead. An
         email starts only with `reserve` seconds left before the deadline."""
+        loop = asyncio.get_running_loop()
         async with self._slots:
             connection: SMTPConnection | None = None
             mine: deque[int] = deque()
@@ -257,18 +340,20 @@ class SMTPTransport:
                         continue
                     email, following, then = emails[index], None, b""
                     try:
-                        async with asyncio.timeout(time_left(deadline, self.timeout)):
-                            if connection is None:
+                        if connection is None:
+                            async with asyncio.timeout(time_left(deadline, self.timeout)):
                                 connection = await self._checkout()
-                            if connection.pipelining:
-                                following, then = self._announce(connection, emails, mine, waiting, results)
-                            reply = await connection.send(
-                                email.envelope_from,
-                                email.recipient,
-                                email.message,
-                                announced=announced,
-                                then=then,
-                            )
+                        # Every wait for a reply of this email ends at its time limit.
+                        connection.replies.deadline = loop.time() + time_left(deadline, self.timeout)
+                        if connection.pipelining:
+                            following, then = self._announce(connection, emails, mine, waiting, results)
+                        reply = await connection.send(
+                            email.envelope_from,
+                            email.recipient,
+                            email.message,
+                            announced=announced,
+                            then=then,
+                        )
                         results[index] = Sent(reply[:500] or None)
                     except SMTPError as error:
                         results[index] = classify_smtp_error(error)
@@ -277,7 +362,7 @@ class SMTPTransport:
                     except TimeoutError as error:
                         results[index] = classify_smtp_error(error)
                         connection = self._discard(connection)
-                    except (OSError, EOFError, asyncio.IncompleteReadError, ssl.SSLError) as error:
+                    except (OSError, EOFError, ssl.SSLError) as error:
                         unsent = connection is not None and not connection.content_sent
                         connection = self._discard(connection)
                         if unsent and index not in started_again:

@@ -16,11 +16,19 @@ from starlette.datastructures import UploadFile
 from newsletter.config import Settings
 from newsletter.domain.subscriber import InvalidInput, ListSlug, SubscriberEmail, SubscriberName
 from newsletter.domain.tokens import UnsubscribeToken
-from newsletter.services import ratelimit, subscriptions, unsubscribe
-from newsletter.services.ratelimit import RateLimited
-from newsletter.services.subscriptions import Confirmation, Evidence, SignupLimits, SubscriptionRequest
+from newsletter.services.access import ratelimit
+from newsletter.services.access.ratelimit import RateLimited
+from newsletter.services.audience import subscriptions
+from newsletter.services.audience.subscriptions import (
+    Confirmation,
+    Evidence,
+    SignupLimits,
+    SubscriptionRequest,
+)
+from newsletter.services.compliance import unsubscribe
 from newsletter.templating import environment
 from newsletter.web.problems import problem
+from newsletter.web.state import context
 
 router = APIRouter()
 
@@ -46,16 +54,6 @@ class FieldErrors(Exception):
     def __init__(self, errors: dict[str, str]) -> None:
         super().__init__("invalid fields")
         self.errors = errors
-
-
-def _pool(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.pool
-    return pool
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 def _limits(settings: Settings) -> SignupLimits:
@@ -148,10 +146,10 @@ async def signup_form(
     """The sign-up form of a public list, naming it; an unknown or private list's page is not found. A form
     posted back with its errors is shown, when its list is not found, as the default list's form."""
     errors = dict(errors or {})
-    found = await subscriptions.public_list(_pool(request), list_slug)
+    found = await subscriptions.public_list(context(request).db, list_slug)
     if found is None and status != 200:
         errors["list"] = "Unknown list."
-        found = await subscriptions.public_list(_pool(request), "default")
+        found = await subscriptions.public_list(context(request).db, "default")
     if found is None:
         return page("list_not_found", 404 if status == 200 else status)
     return page("signup", status, signup_list=found, values=values or {}, errors=errors)
@@ -212,15 +210,15 @@ async def subscribe(request: Request) -> Response:
     if fields.get(HONEYPOT_FIELD):
         # A bot filled the field people cannot see: answer as usual and do nothing.
         return _accepted(is_form)
-    settings = _settings(request)
+    settings = context(request).settings
     try:
         await subscriptions.subscribe(
-            _pool(request),
+            context(request).db,
             subscription,
             _evidence(request, "form" if is_form else "api"),
             _limits(settings),
             request.state.request_id,
-            request.app.state.waker,
+            context(request).waker,
         )
     except subscriptions.UnknownList:
         if is_form:
@@ -256,18 +254,18 @@ _GUESSING: dict[int | str, dict[str, Any]] = {
 
 def _guess_limits(request: Request) -> list[ratelimit.Limit]:
     """Wrong confirmation and unsubscribe tokens, counted per network address."""
-    if request.client is None:
-        return []
-    settings = _settings(request)
-    key = f"token-guess:ip:{request.client.host}"
-    return [ratelimit.Limit(key, settings.token_guess_limit, settings.token_guess_window_seconds)]
+    settings = context(request).settings
+    client = request.client.host if request.client else None
+    return ratelimit.wrong_guesses(
+        "token-guess", client, settings.token_guess_limit, settings.token_guess_window_seconds
+    )
 
 
 async def _guessing_refused(request: Request) -> Response | None:
     """A 429 page for an address that presented too many wrong tokens lately; checked before the token is,
     so that a right guess is then answered exactly as a wrong one."""
     try:
-        await ratelimit.refuse_if_exceeded(_pool(request), _guess_limits(request))
+        await ratelimit.refuse_if_exceeded(context(request).db, _guess_limits(request))
     except RateLimited as limited:
         return _too_many(True, limited.retry_after)
     return None
@@ -276,7 +274,7 @@ async def _guessing_refused(request: Request) -> Response | None:
 async def _wrong_token(request: Request) -> HTMLResponse:
     """The 404 page for a token that names nothing, counted against the address that sent it."""
     with contextlib.suppress(RateLimited):  # this answer stays 404; the next request is refused
-        await ratelimit.hit(_pool(request), _guess_limits(request))
+        await ratelimit.hit(context(request).db, _guess_limits(request))
     return page("not_found", 404)
 
 
@@ -289,7 +287,7 @@ async def _wrong_token(request: Request) -> HTMLResponse:
 async def confirmation_page(request: Request, token: str = "") -> Response:
     if refused := await _guessing_refused(request):
         return refused
-    result = await subscriptions.inspect_token(_pool(request), token)
+    result = await subscriptions.inspect_token(context(request).db, token)
     if result.outcome is Confirmation.UNKNOWN:
         return await _wrong_token(request)
     return _confirmation_response(result, token, pending_page="confirm")
@@ -309,7 +307,7 @@ async def confirm(request: Request) -> Response:
     except (BadRequest, FieldErrors):
         return await _wrong_token(request)
     token = fields.get("token", "")
-    result = await subscriptions.confirm(_pool(request), token, _evidence(request, "form"))
+    result = await subscriptions.confirm(context(request).db, token, _evidence(request, "form"))
     if result.outcome is Confirmation.UNKNOWN:
         return await _wrong_token(request)
     return _confirmation_response(result, token, pending_page="confirmed")
@@ -333,9 +331,9 @@ async def resend_confirmation(request: Request) -> Response:
         return page("not_found", 404)
     try:
         await subscriptions.resend_confirmation(
-            _pool(request),
+            context(request).db,
             fields.get("token", ""),
-            _limits(_settings(request)),
+            _limits(context(request).settings),
             _evidence(request, "form"),
             request.state.request_id,
         )
@@ -345,8 +343,7 @@ async def resend_confirmation(request: Request) -> Response:
 
 
 def _unsubscribe_token(request: Request, raw: str) -> UnsubscribeToken | None:
-    key: bytes = request.app.state.secret_key
-    return UnsubscribeToken.verify(key, raw)
+    return UnsubscribeToken.verify(context(request).secret_key, raw)
 
 
 @router.get(
@@ -359,7 +356,7 @@ async def unsubscribe_page(request: Request, token: str) -> Response:
     parsed = _unsubscribe_token(request, token)
     if parsed is None:
         return await _wrong_token(request)
-    found = await unsubscribe.preferences(_pool(request), parsed)
+    found = await unsubscribe.preferences(context(request).db, parsed)
     if found is None:
         return page("not_found", 404)
     return page("unsubscribe", token=token, preferences=found, done=False)
@@ -383,7 +380,9 @@ async def unsubscribe_now(request: Request, token: str) -> Response:
         fields = await read_fields(request, ("scope",))
     except (BadRequest, FieldErrors):
         fields = {}
-    found = await unsubscribe.unsubscribe(_pool(request), parsed, everything=fields.get("scope") == "all")
+    found = await unsubscribe.unsubscribe(
+        context(request).db, parsed, everything=fields.get("scope") == "all"
+    )
     if found is None:
         return page("not_found", 404)
     return page("unsubscribe", token=token, preferences=found, done=True)
@@ -399,7 +398,7 @@ async def live() -> dict[str, str]:
 )
 async def ready(request: Request) -> Response:
     try:
-        await _pool(request).fetchval("SELECT 1", timeout=2)
+        await context(request).db.pool.fetchval("SELECT 1", timeout=2)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
         return problem(503, "Not ready", f"The database is unreachable: {type(error).__name__}")
     return JSONResponse({"status": "ok"})

@@ -12,18 +12,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from newsletter.config import Settings
-from newsletter.services import ratelimit
-from newsletter.services.events import BounceRules, DeliveryEvent, apply_events
-from newsletter.services.providers import Rejected, Unavailable, postmark, sendgrid
-from newsletter.services.providers.ses import ses_events
-from newsletter.services.providers.sns import SnsVerifier
+from newsletter.inbound.providers import Rejected, Unavailable, postmark, sendgrid
+from newsletter.inbound.providers.ses import ses_events
+from newsletter.services.access import ratelimit
+from newsletter.services.compliance.reports import BounceRules, DeliveryEvent, apply_events
 from newsletter.web.problems import problem
+from newsletter.web.state import context
 
 log = structlog.get_logger(__name__)
 
@@ -32,17 +30,6 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
 TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden"}
-
-
-def _event_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _sns(request: Request) -> SnsVerifier:
-    # One per application (made in build_app), holding its certificate cache.
-    verifier: SnsVerifier = request.app.state.sns
-    return verifier
 
 
 def _parse_json(body: bytes) -> Any:
@@ -66,23 +53,25 @@ async def _apply(request: Request, read: Callable[[], Awaitable[list[DeliveryEve
             "The message cannot be verified right now.",
             headers={"Retry-After": "60"},
         )
-    pool: asyncpg.Pool = request.app.state.pool
-    applied = await apply_events(pool, events, BounceRules.from_settings(_event_settings(request)))
+    applied = await apply_events(
+        context(request).db, events, BounceRules.from_settings(context(request).settings)
+    )
     return JSONResponse({"received": applied.received, "recorded": applied.recorded})
 
 
 @router.post("/ses", summary="Amazon SES bounces and complaints, delivered by Amazon SNS")
 async def ses_webhook(request: Request) -> Response:
     async def read() -> list[DeliveryEvent]:
-        sns = _sns(request)
-        message = await sns.verify(_parse_json(await request.body()), _event_settings(request).ses_topic_arns)
+        sns = context(request).sns
+        message = await sns.verify(
+            _parse_json(await request.body()), context(request).settings.ses_topic_arns
+        )
         if message.type == "SubscriptionConfirmation":
             await sns.confirm(message)
             log.info("SNS subscription confirmed", topic=message.topic_arn)
         if message.type != "Notification":
             return []
-        secret_key: bytes = request.app.state.secret_key
-        return ses_events(message.message, secret_key)
+        return ses_events(message.message, context(request).secret_key)
 
     return await _apply(request, read)
 
@@ -92,7 +81,7 @@ async def sendgrid_webhook(request: Request) -> Response:
     async def read() -> list[DeliveryEvent]:
         body = await request.body()
         sendgrid.verify(
-            _event_settings(request).sendgrid_public_key,
+            context(request).settings.sendgrid_public_key,
             request.headers.get(SENDGRID_SIGNATURE),
             request.headers.get(SENDGRID_TIMESTAMP),
             body,
@@ -105,11 +94,11 @@ async def sendgrid_webhook(request: Request) -> Response:
 
 def _credential_guesses(request: Request) -> list[ratelimit.Limit]:
     """Wrong webhook credentials, counted per network address as wrong confirmation tokens are."""
-    if request.client is None:
-        return []
-    settings = _event_settings(request)
-    key = f"webhook-credentials:ip:{request.client.host}"
-    return [ratelimit.Limit(key, settings.token_guess_limit, settings.token_guess_window_seconds)]
+    settings = context(request).settings
+    client = request.client.host if request.client else None
+    return ratelimit.wrong_guesses(
+        "webhook-credentials", client, settings.token_guess_limit, settings.token_guess_window_seconds
+    )
 
 
 @router.post(
@@ -118,13 +107,13 @@ def _credential_guesses(request: Request) -> list[ratelimit.Limit]:
     responses={429: {"description": "Too many wrong credentials from this network address; see Retry-After"}},
 )
 async def postmark_webhook(request: Request) -> Response:
-    settings = _event_settings(request)
+    settings = context(request).settings
     password = settings.postmark_webhook_password
-    pool: asyncpg.Pool = request.app.state.pool
+    db = context(request).db
     guesses = _credential_guesses(request)
     try:
         # Checked first: once refused, right credentials are answered as wrong ones are.
-        await ratelimit.refuse_if_exceeded(pool, guesses)
+        await ratelimit.refuse_if_exceeded(db, guesses)
     except ratelimit.RateLimited as limited:
         return problem(
             429,
@@ -138,7 +127,7 @@ async def postmark_webhook(request: Request) -> Response:
         password.get_secret_value() if password is not None else None,
     ):
         with contextlib.suppress(ratelimit.RateLimited):  # this answer stays 401; the next is refused
-            await ratelimit.hit(pool, guesses)
+            await ratelimit.hit(db, guesses)
         return problem(
             401,
             "Unauthorized",

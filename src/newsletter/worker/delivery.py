@@ -1,4 +1,7 @@
-"""The delivery worker: claims due deliveries, sends them outside any transaction, records the outcomes.
+"""The delivery worker: claim -> compose -> send -> record.
+
+It claims due deliveries, has the composer (services/sending/compose.py) make their messages, sends them
+outside any transaction, and records the outcomes.
 
 Any number of workers, in any number of processes, run side by side; they coordinate only through the
 database (row locks with SKIP LOCKED, and leases that expire when a worker dies). Within a process, a few
@@ -12,50 +15,38 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
 
 import asyncpg
 import structlog
 
 from newsletter import telemetry, tracing
 from newsletter.config import Settings
-from newsletter.db.queries import query
-from newsletter.domain.tokens import Token, UnsubscribeToken
-from newsletter.services import emails
-from newsletter.services.bounces import verp_address
-from newsletter.services.issues import start_due_issues
-from newsletter.services.privacy import purge_unconfirmed
-from newsletter.services.wake import CHANNEL
+from newsletter.db.database import DATABASE_ERRORS, Database
+from newsletter.db.queries import Q
+from newsletter.db.wake import CHANNEL
+from newsletter.domain.tokens import Token
+from newsletter.domain.vocabulary import DeliveryKind, DeliveryStatus, IssueStatus, SuppressionReason
+from newsletter.services.compliance.privacy import purge_unconfirmed
+from newsletter.services.sending.compose import Composer, Copy, MessageTemplate
+from newsletter.services.sending.issues import start_due_issues
 from newsletter.transports.base import LEASE_EXPIRED, Failed, OutgoingEmail, SendResult, Sent, Transport
 from newsletter.worker.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
 
-# PostgreSQL errors and lost connections both mean "the database is not answering right now".
-# InternalClientError: asyncpg's protocol left in a wrong state by a connection broken in the middle of an
-# operation (seen when PostgreSQL restarts while a LISTEN is being sent); the pool replaces that connection.
-DATABASE_ERRORS = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    TimeoutError,
-)
-LIST_ID = emails.LIST_ID
 SENDING_SHARE_OF_LEASE = 0.75
 # A claim reads a window of ids behind an issue's cursor; a window holding none of the issue's deliveries
 # (other emails queued during its fan-out) claims nothing but moves the cursor, and the next claim goes on.
 EMPTY_WINDOWS_PER_CLAIM = 20
-UNSUBSCRIBE_URL = emails.UNSUBSCRIBE_URL
 
 
 @dataclass(slots=True)
 class Outcome:
     claimed: asyncpg.Record
-    status: str
+    status: DeliveryStatus
     error: str | None = None
     provider_id: str | None = None
     delay: float = 0.0
@@ -75,28 +66,20 @@ class Batch:
 @dataclass(frozen=True, slots=True)
 class IssueTemplate:
     version: datetime
-    template: emails.MessageTemplate
+    template: MessageTemplate
 
 
 class DeliveryWorker:
-    def __init__(self, pool: asyncpg.Pool, transport: Transport, settings: Settings) -> None:
-        self.pool = pool
+    def __init__(self, db: Database, transport: Transport, settings: Settings) -> None:
+        self.db = db
+        self.pool = db.pool
         self.transport = transport
         self.settings = settings
+        self.composer = Composer(settings)
         self.retry = RetryPolicy(
             settings.retry_base_seconds, settings.retry_max_seconds, settings.max_attempts
         )
-        self._sender = settings.sender_address
-        self._envelope_from = self._sender.addr_spec
-        self._domain = self._sender.domain or "localhost"
         self._issues: dict[int, IssueTemplate] = {}
-        self._secret_key = settings.resolved_secret_key().encode()
-        key = settings.dkim_key()
-        self._dkim = (
-            emails.DkimSigner(settings.dkim_selector, settings.dkim_domain or self._domain, key)
-            if settings.dkim_selector and key
-            else None
-        )
         self._wakers: list[asyncio.Event] = []
         self._closing = asyncio.Event()
         self._next_purge = 0.0
@@ -158,11 +141,11 @@ class DeliveryWorker:
         # may be reclaimed and given to another worker: an email this one sent then, or sent but recorded
         # too late, would go out twice.
         send_until = time.monotonic() + SENDING_SHARE_OF_LEASE * self.settings.lease_seconds
-        rows = await self.pool.fetch(query("claim_deliveries"), limit, self.settings.lease_seconds)
+        rows = await self.pool.fetch(Q.claim_deliveries, limit, self.settings.lease_seconds)
         for _ in range(EMPTY_WINDOWS_PER_CLAIM):
             if rows or not await self._any_due():
                 break
-            rows = await self.pool.fetch(query("claim_deliveries"), limit, self.settings.lease_seconds)
+            rows = await self.pool.fetch(Q.claim_deliveries, limit, self.settings.lease_seconds)
         if not rows:
             return 0
         with tracing.continued("deliver", ((row["traceparent"], row["kind"]) for row in rows)):
@@ -185,19 +168,19 @@ class DeliveryWorker:
 
     async def housekeeping(self) -> None:
         async with self._planned_now() as conn:
-            reclaimed = await conn.fetch(query("reclaim_expired_leases"))
+            reclaimed = await conn.fetch(Q.reclaim_expired_leases)
         if reclaimed:
             telemetry.LEASES_RECLAIMED.inc(len(reclaimed))
             log.warning("expired leases reclaimed", deliveries=len(reclaimed))
-        await start_due_issues(self.pool)
+        await start_due_issues(self.db)
         if time.monotonic() >= self._next_purge:
             # A scan of the subscribers: hourly is plenty for a limit counted in days.
-            await purge_unconfirmed(self.pool, self.settings.purge_unconfirmed_days)
+            await purge_unconfirmed(self.db, self.settings.purge_unconfirmed_days)
             self._next_purge = time.monotonic() + 3600
-        await self.pool.execute(query("purge_rate_limits"))
-        await self.pool.execute(query("purge_idempotency_keys"))
+        await self.pool.execute(Q.purge_rate_limits)
+        await self.pool.execute(Q.purge_idempotency_keys)
         async with self._planned_now() as conn:
-            stats = await conn.fetchrow(query("queue_stats"))
+            stats = await conn.fetchrow(Q.queue_stats)
         if stats is not None:
             telemetry.QUEUE_DEPTH.set(stats["depth"])
             telemetry.QUEUE_OLDEST_AGE.set(stats["oldest_age"])
@@ -214,7 +197,7 @@ class DeliveryWorker:
 
     async def _any_due(self) -> bool:
         async with self._planned_now() as conn:
-            return bool(await conn.fetchval(query("any_due")))
+            return bool(await conn.fetchval(Q.any_due))
 
     async def _keep_house(self) -> None:
         while not self._closing.is_set():
@@ -236,117 +219,86 @@ class DeliveryWorker:
             return 0
         count = max(1, min(wanted, int(min(rates.values()))))
         waits = [
-            await self.pool.fetchval(query("reserve_send_slots"), key, count, rate)
-            for key, rate in rates.items()
+            await self.pool.fetchval(Q.reserve_send_slots, key, count, rate) for key, rate in rates.items()
         ]
         if max(waits) > 0:
             await asyncio.sleep(max(waits))
         return count
 
     async def _prepare(self, rows: Sequence[asyncpg.Record]) -> Batch:
+        """Settle what may no longer be sent, and compose the rest."""
         batch = Batch()
         confirmations: list[tuple[asyncpg.Record, Token]] = []
-        newsletters: list[asyncpg.Record] = []
+        copies: list[asyncpg.Record] = []
         for row in rows:
             batch.claimed[row["id"]] = row
             if row["suppressed"]:
-                batch.outcomes.append(Outcome(row, "suppressed", "address is suppressed"))
+                batch.outcomes.append(Outcome(row, DeliveryStatus.SUPPRESSED, "address is suppressed"))
             elif not row["still_wanted"]:
                 # Confirmed by an earlier email, unsubscribed or erased since this one was queued.
-                batch.outcomes.append(Outcome(row, "cancelled", "no longer subscribed"))
-            elif row["issue_status"] == "cancelled":
-                batch.outcomes.append(Outcome(row, "cancelled", "issue cancelled"))
-            elif row["issue_status"] == "paused":
+                batch.outcomes.append(Outcome(row, DeliveryStatus.CANCELLED, "no longer subscribed"))
+            elif row["issue_status"] == IssueStatus.CANCELLED:
+                batch.outcomes.append(Outcome(row, DeliveryStatus.CANCELLED, "issue cancelled"))
+            elif row["issue_status"] == IssueStatus.PAUSED:
                 # Recorded as waiting: the record parks it with the issue's others until it resumes.
-                batch.outcomes.append(Outcome(row, "queued", "issue paused", tried=False))
-            elif row["kind"] == "confirmation":
+                batch.outcomes.append(Outcome(row, DeliveryStatus.QUEUED, "issue paused", tried=False))
+            elif row["kind"] == DeliveryKind.CONFIRMATION:
                 confirmations.append((row, Token.generate()))
             else:
-                newsletters.append(row)
+                copies.append(row)
         if confirmations:
             # Tokens are made at send time so that only their hashes are ever stored.
-            await self.pool.execute(
-                query("insert_confirmation_tokens"),
+            await self.db.execute(
+                Q.insert_confirmation_tokens,
                 [token.digest for _, token in confirmations],
                 [row["subscriber_id"] for row, _ in confirmations],
                 [row["list_id"] for row, _ in confirmations],
                 self.settings.confirmation_ttl_hours,
             )
-            batch.emails.extend(self._confirmation_email(row, token) for row, token in confirmations)
-        if newsletters:
-            await self._load_issues(newsletters)
-            batch.emails.extend(self._newsletter_email(row) for row in newsletters)
-        if self._dkim is not None and batch.emails:
+            batch.emails.extend(
+                self.composer.confirmation(row["id"], row["recipient"], row["list_name"], token)
+                for row, token in confirmations
+            )
+        if copies:
+            await self._load_issues(copies)
+            batch.emails.extend(
+                self.composer.copy(self._issues[row["issue_id"]].template, _copy_of(row)) for row in copies
+            )
+        if self.composer.signs and batch.emails:
             # RSA signing in pure Python takes milliseconds a message: off the event loop.
-            batch.emails = await asyncio.to_thread(self._sign_all, batch.emails)
+            batch.emails = await asyncio.to_thread(self.composer.sign_all, batch.emails)
         return batch
-
-    def _sign_all(self, unsigned: list[OutgoingEmail]) -> list[OutgoingEmail]:
-        assert self._dkim is not None
-        return [replace(email, message=self._dkim.sign(email.message)) for email in unsigned]
-
-    def _confirmation_email(self, row: asyncpg.Record, token: Token) -> OutgoingEmail:
-        link = f"{self.settings.base_url}/subscriptions/confirm?{urlencode({'token': token.value})}"
-        rendered = emails.render(
-            "confirmation",
-            list_name=row["list_name"] or "our newsletter",
-            link=link,
-            valid_for=emails.duration(self.settings.confirmation_ttl_hours * 3600),
-        )
-        message = emails.to_mime(rendered, sender=self._sender, recipient=row["recipient"])
-        return OutgoingEmail(row["id"], self._return_path(row["id"]), row["recipient"], message)
 
     async def _load_issues(self, rows: Sequence[asyncpg.Record]) -> None:
         """Render each issue once per worker; test copies of a draft re-read it, since drafts change."""
         wanted = {
-            row["issue_id"] for row in rows if row["kind"] == "test" or row["issue_id"] not in self._issues
+            row["issue_id"]
+            for row in rows
+            if row["kind"] == DeliveryKind.TEST or row["issue_id"] not in self._issues
         }
         if not wanted:
             return
-        for issue in await self.pool.fetch(query("issue_contents"), list(wanted)):
+        for issue in await self.db.fetch(Q.issue_contents, list(wanted)):
             cached = self._issues.get(issue["id"])
             if cached is None or cached.version != issue["updated_at"]:
-                self._issues[issue["id"]] = IssueTemplate(issue["updated_at"], self._render_issue(issue))
-
-    def _render_issue(self, issue: asyncpg.Record) -> emails.MessageTemplate:
-        return emails.newsletter_template(
-            issue["subject"], issue["html"], issue["text_body"], sender=self._sender
-        )
-
-    def _newsletter_email(self, row: asyncpg.Record) -> OutgoingEmail:
-        template = self._issues[row["issue_id"]].template
-        if row["list_slug"]:
-            list_id = emails.list_id(row["list_name"], f"{row['list_slug']}.{self._domain}")
-            token = UnsubscribeToken(row["subscriber_id"], row["list_id"]).sign(self._secret_key)
-        else:  # a test copy: nobody to unsubscribe
-            list_id, token = f"Test <test.{self._domain}>", "test-copy"
-        message = template.fill(
-            recipient=row["recipient"],
-            message_id=emails.message_id(self._domain, f"{row['id']}.{row['attempts']}"),
-            values={LIST_ID: list_id, UNSUBSCRIBE_URL: f"{self.settings.base_url}/unsubscribe/{token}"},
-        )
-        return OutgoingEmail(row["id"], self._return_path(row["id"]), row["recipient"], message)
-
-    def _return_path(self, delivery_id: int) -> str:
-        if not self.settings.verp_return_path:
-            return self._envelope_from
-        return verp_address(delivery_id, self._domain, secret_key=self._secret_key)
+                template = self.composer.issue(issue["subject"], issue["html"], issue["text_body"])
+                self._issues[issue["id"]] = IssueTemplate(issue["updated_at"], template)
 
     def _settle(self, row: asyncpg.Record, result: SendResult) -> Outcome:
         if isinstance(result, Sent):
-            return Outcome(row, "sent", provider_id=result.provider_message_id)
+            return Outcome(row, DeliveryStatus.SENT, provider_id=result.provider_message_id)
         assert isinstance(result, Failed)
         if result is LEASE_EXPIRED:
             # Not tried (its batch ran out of time): no attempt limit or age can fail it for that.
-            return Outcome(row, "queued", result.error, tried=False)
+            return Outcome(row, DeliveryStatus.QUEUED, result.error, tried=False)
         telemetry.TRANSPORT_ERRORS.labels(permanent=str(result.permanent).lower()).inc()
         delay = None
         if not result.permanent and row["age_seconds"] <= self.settings.retry_max_age_seconds:
             delay = self.retry.delay(row["attempts"], result.retry_after)
         if delay is None:
-            return Outcome(row, "failed", result.error, suppress=result.recipient_rejected)
+            return Outcome(row, DeliveryStatus.FAILED, result.error, suppress=result.recipient_rejected)
         telemetry.DELIVERY_RETRIES.inc()
-        return Outcome(row, "queued", result.error, delay=delay)
+        return Outcome(row, DeliveryStatus.QUEUED, result.error, delay=delay)
 
     async def _record(self, outcomes: list[Outcome]) -> None:
         """Write the outcomes, retrying while the database is away: an unrecorded send would be sent again."""
@@ -373,7 +325,7 @@ class DeliveryWorker:
         conn: asyncpg.Connection, outcomes: list[Outcome], rejected: list[Outcome]
     ) -> None:
         settled = await conn.fetchval(
-            query("record_outcomes"),
+            Q.record_outcomes,
             [o.claimed["id"] for o in outcomes],
             [o.claimed["attempts"] for o in outcomes],
             [o.status for o in outcomes],
@@ -391,18 +343,20 @@ class DeliveryWorker:
             )
         if rejected:
             await conn.execute(
-                query("suppress_addresses"),
+                Q.suppress_addresses,
                 [o.claimed["recipient"] for o in rejected],
                 [o.error or "" for o in rejected],
-                "hard_bounce",
+                SuppressionReason.HARD_BOUNCE,
             )
 
     def _log_batch(self, outcomes: list[Outcome]) -> None:
         counts = Counter(outcome.status for outcome in outcomes)
         issues = sorted({o.claimed["issue_id"] for o in outcomes if o.claimed["issue_id"] is not None})
+        by_kind = Counter((outcome.claimed["kind"], outcome.status) for outcome in outcomes)
+        for (kind, status), count in by_kind.items():
+            telemetry.DELIVERIES.labels(kind=kind, status=status).inc(count)
         for outcome in outcomes:
-            telemetry.DELIVERIES.labels(kind=outcome.claimed["kind"], status=outcome.status).inc()
-            if outcome.claimed["kind"] != "newsletter":
+            if outcome.claimed["kind"] != DeliveryKind.NEWSLETTER:
                 # Transactional emails are few: one line each, carrying the id of the request that caused it.
                 log.info(
                     "email settled",
@@ -412,7 +366,12 @@ class DeliveryWorker:
                     error=outcome.error,
                     request_id=outcome.claimed["request_id"],
                 )
-        log.info("delivery batch", deliveries=len(outcomes), issues=issues, **counts)
+        log.info(
+            "delivery batch",
+            deliveries=len(outcomes),
+            issues=issues,
+            **{str(status): count for status, count in counts.items()},
+        )
 
     async def _listen(self) -> None:
         """Wake the lanes on NOTIFY; reconnect if the connection drops (polling covers the gap)."""
@@ -439,6 +398,18 @@ class DeliveryWorker:
                         await conn.remove_listener(CHANNEL, wake)
                 with contextlib.suppress(*DATABASE_ERRORS):
                     await self.pool.release(conn)
+
+
+def _copy_of(row: asyncpg.Record) -> Copy:
+    return Copy(
+        delivery_id=row["id"],
+        attempt=row["attempts"],
+        recipient=row["recipient"],
+        subscriber_id=row["subscriber_id"],
+        list_id=row["list_id"],
+        list_slug=row["list_slug"],
+        list_name=row["list_name"],
+    )
 
 
 async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:

@@ -2,9 +2,10 @@
 -- Takes up to $1 deliveries under a lease of $2 seconds: first those due from the claim index (confirmations,
 -- retries, test copies), SKIP LOCKED so any number of workers claim side by side; then fresh deliveries of the
 -- oldest sending issue, in id order behind its cursor, which moves in the same statement (claims of fresh rows
--- take turns on the issue row for the few milliseconds this statement lasts). Each claim counts as an attempt.
--- Whether the person may still be mailed (suppression list, subscription, subscriber status) is read here, just
--- before sending.
+-- take turns on the issue row for the few milliseconds this statement lasts, so no row lock is needed to read
+-- them: the UPDATE locks each, and skips one changed meanwhile). Each claim counts as an attempt. Whether the
+-- person may still be mailed (suppression list, subscription, subscriber status) is read here, just before
+-- sending; what the rows share (their issue, their list) is joined once, not looked up for each row.
 WITH due AS (
     SELECT id FROM deliveries
     WHERE status = 'queued' AND next_attempt_at IS NOT NULL AND next_attempt_at <= now()
@@ -32,7 +33,6 @@ WITH due AS (
       AND d.issue_id = (SELECT id FROM issue) AND d.status = 'queued' AND d.next_attempt_at IS NULL
     ORDER BY d.id
     LIMIT (SELECT n FROM wanted)
-    FOR UPDATE OF d
 ), advanced AS (
     -- Fewer rows than asked for: the window holds no fresh delivery of the issue past them.
     UPDATE issues
@@ -42,39 +42,47 @@ WITH due AS (
     WHERE issues.id = issue.id
 ), picked AS (
     SELECT id FROM due UNION ALL SELECT id FROM fresh
+), claimed AS (
+    UPDATE deliveries AS d
+    SET status = 'sending', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $2),
+        updated_at = now()
+    -- An array of ids, not a join: joined, the planner hashes the whole table (a scan of every delivery per
+    -- claim).
+    WHERE d.id = ANY (ARRAY(SELECT id FROM picked)) AND d.status = 'queued'
+    RETURNING d.id, d.kind, d.issue_id, d.subscriber_id, d.list_id, d.recipient, d.attempts, d.request_id,
+              d.traceparent, d.created_at, d.next_attempt_at
 )
-UPDATE deliveries AS d
-SET status = 'sending', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $2),
-    updated_at = now()
--- An array of ids, not a join: joined, the planner hashes the whole table (a scan of every delivery per claim).
-WHERE d.id = ANY (ARRAY(SELECT id FROM picked))
-RETURNING d.id, d.kind, d.issue_id, d.subscriber_id, d.list_id, d.recipient, d.attempts,
-          coalesce(d.request_id, (SELECT request_id FROM issues WHERE issues.id = d.issue_id)) AS request_id,
-          coalesce(d.traceparent, (SELECT traceparent FROM issues WHERE issues.id = d.issue_id)) AS traceparent,
-          extract(epoch FROM now() - d.created_at)::float8 AS age_seconds,
-          -- A newsletter delivery due again (a retry, a reclaimed lease) may belong to an issue paused or
-          -- cancelled since; fresh ones are only claimed from sending issues.
-          CASE WHEN d.kind = 'newsletter' AND d.next_attempt_at IS NOT NULL THEN
-              (SELECT status FROM issues WHERE issues.id = d.issue_id) END AS issue_status,
-          (SELECT name FROM lists WHERE lists.id = d.list_id) AS list_name,
-          (SELECT slug FROM lists WHERE lists.id = d.list_id) AS list_slug,
-          -- A confirmation is wanted while its subscription waits for it: pending, or left before the
-          -- person asked again.
-          CASE WHEN d.kind = 'confirmation' THEN
-              EXISTS (SELECT 1 FROM subscriptions AS s
-                      WHERE s.subscriber_id = d.subscriber_id AND s.list_id = d.list_id
-                        AND (s.status = 'pending'
-                             OR (s.status = 'unsubscribed' AND s.unsubscribed_at < d.created_at)))
-          WHEN d.kind = 'newsletter' THEN
-              EXISTS (SELECT 1 FROM subscriptions AS s
-                      JOIN issue_lists AS il ON il.list_id = s.list_id AND il.issue_id = d.issue_id
-                      JOIN subscribers AS p ON p.id = s.subscriber_id AND p.status = 'active'
-                      WHERE s.subscriber_id = d.subscriber_id AND s.status = 'confirmed')
-          ELSE true END AS still_wanted,
-          EXISTS (SELECT 1 FROM suppressions
-                  WHERE lower(suppressions.email) = lower(d.recipient)
-                    -- A confirmation asked for after unsubscribing from everything is a new, explicit request.
-                    AND (d.kind <> 'confirmation' OR suppressions.reason <> 'unsubscribe_all')) AS suppressed;
+SELECT claimed.id, claimed.kind, claimed.issue_id, claimed.subscriber_id, claimed.list_id, claimed.recipient,
+       claimed.attempts,
+       coalesce(claimed.request_id, issues.request_id) AS request_id,
+       coalesce(claimed.traceparent, issues.traceparent) AS traceparent,
+       extract(epoch FROM now() - claimed.created_at)::float8 AS age_seconds,
+       -- A newsletter delivery due again (a retry, a reclaimed lease) may belong to an issue paused or
+       -- cancelled since; fresh ones are only claimed from sending issues.
+       CASE WHEN claimed.kind = 'newsletter' AND claimed.next_attempt_at IS NOT NULL THEN issues.status END
+           AS issue_status,
+       lists.name AS list_name,
+       lists.slug AS list_slug,
+       -- A confirmation is wanted while its subscription waits for it: pending, or left before the person
+       -- asked again.
+       CASE WHEN claimed.kind = 'confirmation' THEN
+           EXISTS (SELECT 1 FROM subscriptions AS s
+                   WHERE s.subscriber_id = claimed.subscriber_id AND s.list_id = claimed.list_id
+                     AND (s.status = 'pending'
+                          OR (s.status = 'unsubscribed' AND s.unsubscribed_at < claimed.created_at)))
+       WHEN claimed.kind = 'newsletter' THEN
+           EXISTS (SELECT 1 FROM subscriptions AS s
+                   JOIN issue_lists AS il ON il.list_id = s.list_id AND il.issue_id = claimed.issue_id
+                   JOIN subscribers AS p ON p.id = s.subscriber_id AND p.status = 'active'
+                   WHERE s.subscriber_id = claimed.subscriber_id AND s.status = 'confirmed')
+       ELSE true END AS still_wanted,
+       -- The mailability rule (migration 0013): a confirmation asked for after unsubscribing from everything
+       -- is a new, explicit request.
+       EXISTS (SELECT FROM suppressions_stopping(claimed.kind) AS s WHERE s.address = lower(claimed.recipient))
+           AS suppressed
+FROM claimed
+LEFT JOIN issues ON issues.id = claimed.issue_id
+LEFT JOIN lists ON lists.id = claimed.list_id;
 
 -- name: reclaim_expired_leases
 -- A worker that died (or lost the database) holds leases that will never be settled: put them back.
@@ -189,6 +197,3 @@ SELECT EXISTS (SELECT 1 FROM deliveries
 
 -- name: issue_contents
 SELECT id, subject, html, text_body, updated_at FROM issues WHERE id = ANY($1::bigint[]);
-
--- name: purge_idempotency_keys
-DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours';

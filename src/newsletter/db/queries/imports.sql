@@ -1,6 +1,3 @@
--- name: import_list_id
-SELECT id FROM lists WHERE slug = $1;
-
 -- name: import_prepare
 -- For the import's transaction only: the merge sorts and hashes the whole file at once, in memory. JIT
 -- compilation costs more than it saves on these plain statements (a fifth of a second each).
@@ -70,7 +67,7 @@ WITH duplicated AS (
     FROM import_rows AS staged
     LEFT JOIN duplicated ON duplicated.key = staged.key
     LEFT JOIN subscribers ON lower(subscribers.email) = staged.key
-    LEFT JOIN suppressions ON lower(suppressions.email) = staged.key
+    LEFT JOIN suppressions_stopping('newsletter') AS suppressions ON suppressions.address = staged.key
     LEFT JOIN subscriptions ON subscriptions.subscriber_id = subscribers.id AND subscriptions.list_id = $1
 ), inserted AS (
     INSERT INTO subscribers (email, name, attributes)

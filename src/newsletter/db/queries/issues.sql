@@ -1,3 +1,10 @@
+-- name: issue_failed_suppressed
+-- An issue's failed deliveries whose address is suppressed now (a refusal suppresses the address it names).
+SELECT count(*)
+FROM deliveries
+WHERE issue_id = $1 AND kind = 'newsletter' AND status = 'failed'
+  AND EXISTS (SELECT FROM suppressions_stopping('newsletter') AS s WHERE s.address = lower(deliveries.recipient));
+
 -- name: issue_get
 SELECT issues.*, coalesce(array_agg(lists.slug ORDER BY lists.slug) FILTER (WHERE lists.slug IS NOT NULL), '{}')
        AS lists
@@ -66,7 +73,7 @@ INSERT INTO deliveries (kind, issue_id, subscriber_id, list_id, recipient, next_
 SELECT 'newsletter', $1, subscribers.id, eligible.list_id, subscribers.email, NULL
 FROM eligible
 JOIN subscribers ON subscribers.id = eligible.subscriber_id AND subscribers.status = 'active'
-WHERE NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower(subscribers.email));
+WHERE NOT EXISTS (SELECT FROM suppressions_stopping('newsletter') AS s WHERE s.address = lower(subscribers.email));
 
 -- name: fan_out_prepare
 -- Just before a fan-out, in its transaction: a floor for its ids (this session draws them after this one); the

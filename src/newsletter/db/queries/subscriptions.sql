@@ -12,6 +12,8 @@ WITH list AS (
     SELECT id, optin FROM lists WHERE slug = $3 AND visibility = 'public'
 ), suppression AS (
     SELECT reason FROM suppressions WHERE lower(suppressions.email) = lower($1)
+), stopping AS (
+    SELECT FROM suppressions_stopping('confirmation') AS s WHERE s.address = lower($1)
 ), subscriber AS (
     INSERT INTO subscribers (email, name)
     SELECT $1, $2 FROM list
@@ -41,7 +43,7 @@ WITH list AS (
     FROM subscription, subscriber
     WHERE subscription.status IN ('pending', 'unsubscribed')
       AND subscriber.status = 'active'
-      AND NOT EXISTS (SELECT FROM suppression WHERE reason <> 'unsubscribe_all')
+      AND NOT EXISTS (SELECT FROM stopping)
     RETURNING id
 )
 SELECT EXISTS (SELECT 1 FROM list) AS list_found,
@@ -110,8 +112,8 @@ WITH target AS (
       AND (subscriptions.status = 'pending'
            OR (subscriptions.status = 'unsubscribed' AND subscriptions.unsubscribed_at < token.created_at))
       AND subscribers.status = 'active'
-      AND NOT EXISTS (SELECT 1 FROM suppressions WHERE lower(suppressions.email) = lower(subscribers.email)
-                                                    AND suppressions.reason <> 'unsubscribe_all')
+      AND NOT EXISTS (SELECT FROM suppressions_stopping('confirmation') AS s
+                      WHERE s.address = lower(subscribers.email))
 ), delivery AS (
     INSERT INTO deliveries (kind, subscriber_id, list_id, recipient, request_id, traceparent)
     SELECT 'confirmation', subscriber_id, list_id, email, $2, $3 FROM target
@@ -121,21 +123,6 @@ WITH target AS (
 )
 SELECT (SELECT count(*) FROM delivery) AS emails_queued, (SELECT count(*) FROM wake) AS woken,
        (SELECT email FROM target) AS email;
-
--- name: hit_rate_limits
-SELECT key, hits, wait_seconds AS retry_after FROM hit_rate_limits($1::text[], $2::integer[]);
-
--- name: exceeded_rate_limits
--- The counters among $1 that have reached their limit ($2) in their current window; counts nothing.
-SELECT extract(epoch FROM counter.window_start + make_interval(secs => counter.window_seconds) - now())::float8
-       AS retry_after
-FROM rate_limits AS counter
-JOIN unnest($1::text[], $2::integer[]) AS wanted(key, max_hits) ON wanted.key = counter.key
-WHERE counter.hits >= wanted.max_hits
-  AND counter.window_start + make_interval(secs => counter.window_seconds) > now();
-
--- name: purge_rate_limits
-DELETE FROM rate_limits WHERE window_start + make_interval(secs => window_seconds) < now();
 
 -- name: unsubscribe_preferences
 SELECT subscribers.email, lists.id AS list_id, lists.name AS list_name, subscriptions.status
@@ -162,7 +149,3 @@ WITH person AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ended) FROM person;
-
--- name: public_list
--- A list open to public sign-up; a private one is not found, as an unknown one.
-SELECT id, slug, name, description, optin FROM lists WHERE slug = $1 AND visibility = 'public';

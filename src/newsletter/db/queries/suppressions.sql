@@ -1,3 +1,10 @@
+-- name: suppressed_among
+-- Which of these addresses are on the suppression list, and why (the ledger marks them: a retry cannot reach
+-- them).
+SELECT given.recipient, suppressions.reason
+FROM unnest($1::text[]) AS given(recipient)
+JOIN suppressions ON lower(suppressions.email) = lower(given.recipient);
+
 -- name: suppression_page
 -- Keyset pagination by id; $1 cursor (last id seen), $2 reason, $3 search, $4 limit.
 SELECT id, email, reason, detail, created_at

@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from newsletter.web.admin import audience, auth, issues, operations
 from newsletter.web.admin.core import CsrfRejected, LoginRequired, csrf_rejected, login_redirect
 
+PREFIX = "/admin"
 ROUTERS: tuple[APIRouter, ...] = (auth.router, audience.router, issues.router, operations.router)
 
 

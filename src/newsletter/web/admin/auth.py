@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from newsletter.domain.subscriber import InvalidInput, SubscriberName
-from newsletter.services import accounts, ratelimit, tokens
+from newsletter.domain.vocabulary import TokenScope
+from newsletter.services.access import accounts, ratelimit, tokens
 from newsletter.services.errors import Invalid
 from newsletter.web.admin.core import (
     DEVICE_COOKIE,
@@ -21,15 +22,14 @@ from newsletter.web.admin.core import (
     csrf_rejected,
     device_cookie,
     login_csrf_token,
-    pool_of,
     render_page,
     safe_next,
     set_cookie,
-    settings_of,
     tokens_match,
     trusted_device,
 )
-from newsletter.web.api import Id
+from newsletter.web.api.common import Id
+from newsletter.web.state import context
 
 router = APIRouter()
 
@@ -61,7 +61,7 @@ def _login_page(
 @router.get("/admin/login", response_class=HTMLResponse)
 async def login_page(request: Request, next: str | None = None) -> Response:
     session_id = request.cookies.get(SESSION_COOKIE, "")
-    if session_id and await accounts.session_user(pool_of(request), session_id) is not None:
+    if session_id and await accounts.session_user(context(request).db, session_id) is not None:
         return RedirectResponse(safe_next(next), status_code=303)
     nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(32)
     return _login_page(request, nonce, next_url=safe_next(next))
@@ -76,13 +76,13 @@ async def login(request: Request) -> Response:
     email = str(form.get("email", ""))[:320]
     password = str(form.get("password", ""))
     next_url = safe_next(str(form.get("next", "")))
-    settings = settings_of(request)
-    pool = pool_of(request)
+    settings = context(request).settings
+    db = context(request).db
     failures = _failure_limits(request, email)
     try:
         # Only failures count, and only against this client: another client's wrong passwords never keep
         # this one out. Checked before the password, so that once refused, a right one is answered alike.
-        await ratelimit.refuse_if_exceeded(pool, failures)
+        await ratelimit.refuse_if_exceeded(db, failures)
     except ratelimit.RateLimited as limited:
         minutes = max(1, round(limited.retry_after / 60))
         response = _login_page(
@@ -95,15 +95,15 @@ async def login(request: Request) -> Response:
         )
         response.headers["Retry-After"] = str(limited.retry_after)
         return response
-    user = await accounts.authenticate(pool, email, password)
+    user = await accounts.authenticate(db, email, password)
     if user is None:
         with contextlib.suppress(ratelimit.RateLimited):  # this answer stays 401; the next is refused
-            await ratelimit.hit(pool, failures)
+            await ratelimit.hit(db, failures)
         return _login_page(request, nonce, next_url=next_url, email=email, error=LOGIN_FAILED, status=401)
     # Whatever session the browser brought along ends here: a login always starts a new one.
-    await accounts.end_session(pool, request.cookies.get(SESSION_COOKIE, ""))
+    await accounts.end_session(db, request.cookies.get(SESSION_COOKIE, ""))
     session_id = await accounts.start_session(
-        pool,
+        db,
         user,
         lifetime_seconds=settings.admin_session_hours * 3600,
         ip=request.client.host if request.client else None,
@@ -124,7 +124,7 @@ def _failure_limits(request: Request, email: str) -> list[ratelimit.Limit]:
     never lock its user out. Any other client is counted by its network address: for this account, and
     across all accounts (a client trying many accounts).
     """
-    settings = settings_of(request)
+    settings = context(request).settings
     window = settings.admin_login_window_seconds
     account = email.strip().lower()
     device = trusted_device(request, account)
@@ -143,7 +143,7 @@ def _failure_limits(request: Request, email: str) -> list[ratelimit.Limit]:
 
 @router.post("/admin/logout")
 async def logout(admin: SignedIn) -> Response:
-    await accounts.end_session(admin.pool, admin.session_id)
+    await accounts.end_session(admin.db, admin.session_id)
     response: Response = admin.redirect("/admin/login", "You are logged out.")
     clear_cookie(response, admin.request, SESSION_COOKIE)
     return response
@@ -159,7 +159,7 @@ async def change_password(admin: SignedIn) -> Response:
     form = await admin.form()
     try:
         await accounts.change_password(
-            admin.pool,
+            admin.db,
             admin.user,
             admin.session_id,
             form.get("current_password", ""),
@@ -173,29 +173,29 @@ async def change_password(admin: SignedIn) -> Response:
 
 @router.get("/admin/tokens", response_class=HTMLResponse)
 async def tokens_page(admin: SignedIn) -> Response:
-    return admin.render("tokens", tokens=await tokens.list_tokens(admin.pool), created=None, error=None)
+    return admin.render("tokens", tokens=await tokens.list_tokens(admin.db), created=None, error=None)
 
 
 @router.post("/admin/tokens", response_class=HTMLResponse)
 async def create_token(admin: SignedIn) -> Response:
     form = await admin.form()
-    scope = form.get("scope", "admin")
+    scope = form.get("scope", TokenScope.ADMIN)
     try:
         name = SubscriberName.parse(form.get("name", "")).value
         if not name or len(name) > 200:
             raise InvalidInput("Give the token a name of 1 to 200 characters.")
-        if scope not in ("admin", "read"):
+        if scope not in set(TokenScope):
             raise InvalidInput("The scope is admin or read.")
     except InvalidInput as error:
-        listed = await tokens.list_tokens(admin.pool)
+        listed = await tokens.list_tokens(admin.db)
         return admin.render("tokens", 422, tokens=listed, created=None, error=str(error))
-    token = await tokens.create_token(admin.pool, name, scope)
-    listed = await tokens.list_tokens(admin.pool)
+    token = await tokens.create_token(admin.db, name, TokenScope(scope))
+    listed = await tokens.list_tokens(admin.db)
     return admin.render("tokens", 201, tokens=listed, created={"name": name, "token": token}, error=None)
 
 
 @router.post("/admin/tokens/{token_id}/revoke")
 async def revoke_token(admin: SignedIn, token_id: Id) -> Response:
-    if await tokens.revoke_token(admin.pool, token_id):
+    if await tokens.revoke_token(admin.db, token_id):
         return admin.redirect("/admin/tokens", "The token is revoked.")
     return admin.redirect("/admin/tokens", "No such live token.", error=True)

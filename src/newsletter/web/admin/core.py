@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
-import asyncpg
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from newsletter.config import Settings
-from newsletter.services.accounts import AdminUser, session_user
+from newsletter.db.database import Database
+from newsletter.services.access.accounts import AdminUser, session_user
+from newsletter.services.errors import NotFound
 from newsletter.templating import environment
+from newsletter.web.state import context
 
 SESSION_COOKIE = "nl_session"
 LOGIN_COOKIE = "nl_login"
@@ -54,19 +56,8 @@ class CsrfRejected(Exception):
     pass
 
 
-def settings_of(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def pool_of(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.pool
-    return pool
-
-
 def _mac(request: Request, purpose: bytes, value: str) -> str:
-    key: bytes = request.app.state.secret_key
-    digest = hmac.new(key, purpose + b":" + value.encode(), hashlib.sha256).digest()
+    digest = hmac.new(context(request).secret_key, purpose + b":" + value.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
@@ -117,7 +108,7 @@ def set_cookie(response: Response, request: Request, name: str, value: str, max_
         path=COOKIE_PATH,
         httponly=True,
         samesite="lax",
-        secure=settings_of(request).base_url.startswith("https://"),
+        secure=context(request).settings.base_url.startswith("https://"),
     )
 
 
@@ -127,7 +118,7 @@ def clear_cookie(response: Response, request: Request, name: str) -> None:
         path=COOKIE_PATH,
         httponly=True,
         samesite="lax",
-        secure=settings_of(request).base_url.startswith("https://"),
+        secure=context(request).settings.base_url.startswith("https://"),
     )
 
 
@@ -169,12 +160,12 @@ class Admin:
     session_id: str
 
     @property
-    def pool(self) -> asyncpg.Pool:
-        return pool_of(self.request)
+    def db(self) -> Database:
+        return context(self.request).db
 
     @property
     def settings(self) -> Settings:
-        return settings_of(self.request)
+        return context(self.request).settings
 
     @property
     def csrf_token(self) -> str:
@@ -207,7 +198,7 @@ class Admin:
 
 async def signed_in(request: Request) -> Admin:
     session_id = request.cookies.get(SESSION_COOKIE, "")
-    user = await session_user(pool_of(request), session_id) if session_id else None
+    user = await session_user(context(request).db, session_id) if session_id else None
     if user is None:
         wants_page = request.method in ("GET", "HEAD")
         next_url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -227,6 +218,14 @@ def login_redirect(error: LoginRequired) -> RedirectResponse:
     if error.next_url and error.next_url not in ("/admin", "/admin/"):
         target += "?" + urlencode({"next": error.next_url})
     return RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def not_found(request: Request, error: NotFound) -> HTMLResponse:
+    """The page for what a link names and does not exist (a service's NotFound, for every admin page)."""
+    message = str(error)
+    return render_page(
+        request, "error", 404, title="Not found", message=message[:1].upper() + message[1:] + "."
+    )
 
 
 def csrf_rejected(request: Request) -> HTMLResponse:

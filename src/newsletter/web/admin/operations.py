@@ -9,18 +9,20 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import UploadFile
 
 from newsletter.domain.subscriber import InvalidInput, SubscriberEmail, SubscriberName
-from newsletter.services import audience, overview, suppressions
+from newsletter.domain.vocabulary import SuppressionReason
+from newsletter.services.audience import lists
+from newsletter.services.audience.imports import EXPORT_STATUSES, import_csv
+from newsletter.services.compliance import reports, suppressions
 from newsletter.services.errors import Conflict, Invalid, NotFound
-from newsletter.services.imports import EXPORT_STATUSES, import_csv
 from newsletter.web.admin.core import Admin, SignedIn, safe_next
-from newsletter.web.transfer import export_response
+from newsletter.web.api.transfer import export_response
 
 router = APIRouter()
 
 PAGE_SIZE = 50
 # The page's CSV upload takes the import's body limit, as the API's does.
 IMPORT_PAGE_PATH = "/admin/import"
-REASONS = ("hard_bounce", "complaint", "unsubscribe_all", "manual")
+REASONS = tuple(SuppressionReason)
 
 
 @router.get("/admin/suppressions", response_class=HTMLResponse)
@@ -44,11 +46,10 @@ async def _suppressions(
     values: dict[str, str] | None = None,
 ) -> Response:
     reason = reason if reason in REASONS else ""
-    async with admin.pool.acquire() as conn:
-        rows = await suppressions.suppression_page(
-            conn, after=after, reason=reason or None, search=q.strip() or None, limit=PAGE_SIZE
-        )
-        events = await overview.recent_events(conn, before=None, limit=20)
+    rows = await suppressions.suppression_page(
+        admin.db, after=after, reason=reason or None, search=q.strip() or None, limit=PAGE_SIZE
+    )
+    events = await reports.recent_reports(admin.db, before=None, limit=20)
     return admin.render(
         "suppressions",
         status,
@@ -71,8 +72,7 @@ async def add_suppression(admin: SignedIn) -> Response:
         detail = SubscriberName.parse(form.get("detail", "")).value[:1000]
     except InvalidInput as error:
         return await _suppressions(admin, status=422, error=str(error), values=form)
-    async with admin.pool.acquire() as conn, conn.transaction():
-        await suppressions.suppress(conn, email, "manual", detail)
+    await suppressions.suppress(admin.db, email, SuppressionReason.MANUAL, detail)
     return admin.redirect("/admin/suppressions", f"{email.value} is suppressed: nothing will be sent to it.")
 
 
@@ -83,8 +83,7 @@ async def remove_suppression(admin: SignedIn) -> Response:
     # Lifted from the page that showed it (the ledger of a send) or from this list.
     back = safe_next(form.get("next") or "/admin/suppressions")
     try:
-        async with admin.pool.acquire() as conn, conn.transaction():
-            await suppressions.lift(conn, email)
+        await suppressions.lift(admin.db, email)
     except NotFound:
         return admin.redirect(back, f"{email} is not suppressed.", error=True)
     return admin.redirect(back, f"{email} may be mailed again.")
@@ -103,9 +102,14 @@ async def import_page(admin: SignedIn) -> Response:
 async def _import_page(
     admin: Admin, *, status: int = 200, report: dict[str, object] | None = None, error: str | None = None
 ) -> Response:
-    async with admin.pool.acquire() as conn:
-        lists = await audience.list_names(conn)
-    return admin.render("import", status, lists=lists, statuses=EXPORT_STATUSES, report=report, error=error)
+    return admin.render(
+        "import",
+        status,
+        lists=await lists.list_names(admin.db),
+        statuses=EXPORT_STATUSES,
+        report=report,
+        error=error,
+    )
 
 
 @router.post(IMPORT_PAGE_PATH, response_class=HTMLResponse)
@@ -116,8 +120,7 @@ async def import_upload(admin: SignedIn) -> Response:
     if not isinstance(upload, UploadFile) or not upload.filename or not isinstance(list_slug, str):
         return await _import_page(admin, status=422, error="Choose a CSV file and a list.")
     try:
-        async with admin.pool.acquire() as conn:
-            report = await import_csv(conn, upload.file, list_slug=list_slug)
+        report = await import_csv(admin.db, upload.file, list_slug=list_slug)
     except (NotFound, Invalid, Conflict) as error:
         return await _import_page(admin, status=409 if isinstance(error, Conflict) else 422, error=str(error))
     return await _import_page(admin, report={**report.as_dict(), "file": upload.filename, "list": list_slug})
@@ -126,6 +129,6 @@ async def import_upload(admin: SignedIn) -> Response:
 @router.get("/admin/export")
 async def export(admin: SignedIn, list: str = "", status: str = "") -> Response:
     try:
-        return await export_response(admin.pool, list_slug=list or None, status=status or None)
+        return await export_response(admin.db, list_slug=list or None, status=status or None)
     except (NotFound, Invalid) as error:
         return admin.redirect("/admin/import", str(error), error=True)

@@ -1,0 +1,157 @@
+"""What the admin API answers, as pydantic models: `/openapi.json` describes each response with them, and the
+schema test (tests/fuzz) checks every answer against them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+from newsletter.domain.vocabulary import (
+    DeliveryKind,
+    DeliveryStatus,
+    IssueStatus,
+    OptIn,
+    SubscriberStatus,
+    SubscriptionStatus,
+    SuppressionReason,
+    Visibility,
+)
+
+Item = TypeVar("Item")
+
+
+class Page(BaseModel, Generic[Item]):
+    items: list[Item]
+    next_cursor: str | None = Field(
+        description="Pass it back as `cursor` for the next page; null at the end."
+    )
+
+
+class ListCounts(BaseModel):
+    confirmed: int
+    pending: int
+    confirmed_estimated: bool = Field(description="The count is the planner's estimate (a large list).")
+    pending_estimated: bool
+
+
+class ListOut(BaseModel):
+    id: int
+    slug: str
+    name: str
+    description: str
+    optin: OptIn
+    visibility: Visibility
+    created_at: datetime
+    updated_at: datetime
+    subscribers: ListCounts
+
+
+class SubscriberOut(BaseModel):
+    id: int
+    email: str
+    name: str
+    status: SubscriberStatus
+    attributes: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubscriptionOut(BaseModel):
+    list: str
+    status: SubscriptionStatus
+    created_at: datetime
+    confirmed_at: datetime | None
+    unsubscribed_at: datetime | None
+    source: str
+    signup_ip: str | None
+    signup_user_agent: str | None
+    confirm_ip: str | None
+    confirm_user_agent: str | None
+
+
+class SubscriberDetail(SubscriberOut):
+    subscriptions: list[SubscriptionOut] = Field(description="With the consent evidence of each.")
+
+
+class SubscriberExport(BaseModel):
+    """Everything held about a person."""
+
+    subscriber: dict[str, Any]
+    subscriptions: list[dict[str, Any]]
+    confirmation_links: list[dict[str, Any]]
+    deliveries: list[dict[str, Any]]
+    suppressions: list[dict[str, Any]]
+    bounces_and_complaints: list[dict[str, Any]]
+
+
+class IssueCounts(BaseModel):
+    total: int
+    pending: int
+    sent: int
+    failed: int
+    suppressed: int
+    cancelled: int
+
+
+class IssueOut(BaseModel):
+    id: int
+    subject: str
+    status: IssueStatus
+    lists: list[str]
+    markdown: str | None
+    html: str
+    text: str
+    send_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: IssueCounts
+    progress: int = Field(ge=0, le=100, description="Percent of the deliveries settled.")
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    kind: DeliveryKind
+    recipient: str
+    status: DeliveryStatus
+    attempts: int
+    last_error: str | None
+    provider_message_id: str | None
+    reclaimed: int = Field(description="How often its lease expired while it was sent: a copy is possible.")
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    next_attempt_at: datetime | None
+
+
+class Queued(BaseModel):
+    queued: int
+
+
+class Retried(BaseModel):
+    retried: int
+
+
+class SuppressionOut(BaseModel):
+    id: int
+    email: str
+    reason: SuppressionReason
+    detail: str
+    created_at: datetime
+
+
+class RejectedRow(BaseModel):
+    line: int
+    email: str
+    reason: str
+
+
+class ImportReportOut(BaseModel):
+    inserted: int = Field(description="New subscribers.")
+    updated: int = Field(description="Subscribers who existed already.")
+    subscribed: int = Field(description="Subscriptions to the list created, or pending ones confirmed.")
+    rejected: list[RejectedRow] = Field(description="The first 10,000 rows left out, each with its reason.")
+    rejected_total: int
