@@ -158,6 +158,18 @@ class Settings(BaseSettings):
     dkim_private_key: SecretStr | None = None
     dkim_private_key_file: Path | None = None
 
+    # The event record, and the webhooks that carry it (SPEC section 11). Endpoints on loopback, private or
+    # link-local addresses are refused unless allowed (a receiver on the same machine, the tests).
+    event_retention_days: int = Field(default=30, ge=1)
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=10, gt=0)
+    webhook_concurrency: int = Field(default=16, ge=1, le=256)
+    webhook_endpoint_concurrency: int = Field(default=8, ge=1, le=256)
+    webhook_retry_base_seconds: float = Field(default=5, gt=0)
+    webhook_retry_max_seconds: float = Field(default=3600, gt=0)
+    webhook_give_up_hours: float = Field(default=72, gt=0)
+    webhook_disable_after_hours: float = Field(default=72, gt=0)
+
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
 

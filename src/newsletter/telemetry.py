@@ -34,6 +34,9 @@ SEND_LATENCY = Histogram(
 )
 QUEUE_DEPTH = Gauge("newsletter_queue_depth", "Deliveries waiting to be sent.")
 QUEUE_OLDEST_AGE = Gauge("newsletter_queue_oldest_age_seconds", "Age of the oldest delivery waiting.")
+EVENTS_WRITTEN = Gauge(
+    "newsletter_events_written", "Events written to the event record so far (its last id), by every process."
+)
 LEASES_RECLAIMED = Counter(
     "newsletter_leases_reclaimed_total", "Deliveries taken back from a worker whose lease expired."
 )

@@ -107,6 +107,7 @@ async def test_the_schema_has_what_the_queries_expect(database_url: str) -> None
         ("api_tokens", "scope", "TokenScope"),
         ("delivery_events", "kind", "ReportKind"),
         ("delivery_events", "provider", "Reporter"),
+        ("events", "type", "EventType"),
     ],
 )
 async def test_the_vocabulary_is_the_schemas(

@@ -56,6 +56,10 @@ class Queries:
     reserve_send_slots: str
     any_due: str
     issue_contents: str
+    # events.sql
+    events_page: str
+    events_trim: str
+    events_written: str
     # imports.sql
     import_prepare: str
     import_staging: str
@@ -95,6 +99,7 @@ class Queries:
     public_list: str
     # privacy.sql
     subscriber_export: str
+    erasure_begin: str
     subscribers_erase: str
     stale_unconfirmed: str
     # reports.sql

@@ -119,3 +119,33 @@ Reporter = StrEnum("Reporter", {"SES": "ses", "SENDGRID": "sendgrid", "POSTMARK"
 
 # A person's status and a subscription's, as the subscriber filters take either.
 SUBSCRIBER_FILTERS = (*SubscriberStatus, *SubscriptionStatus)
+
+# The event record (SPEC section 11): what integrators read from /api/v1/events and receive by webhook.
+EventType = StrEnum(
+    "EventType",
+    {
+        "SUBSCRIBER_CREATED": "subscriber.created",
+        "SUBSCRIBER_UPDATED": "subscriber.updated",
+        "SUBSCRIBER_ERASED": "subscriber.erased",
+        "SUBSCRIPTION_PENDING": "subscription.pending",
+        "SUBSCRIPTION_CONFIRMED": "subscription.confirmed",
+        "SUBSCRIPTION_UNSUBSCRIBED": "subscription.unsubscribed",
+        "SUPPRESSION_ADDED": "suppression.added",
+        "SUPPRESSION_REMOVED": "suppression.removed",
+        "ISSUE_SCHEDULED": "issue.scheduled",
+        "ISSUE_SENDING": "issue.sending",
+        "ISSUE_PAUSED": "issue.paused",
+        "ISSUE_SENT": "issue.sent",
+        "ISSUE_CANCELLED": "issue.cancelled",
+        "DELIVERY_SENT": "delivery.sent",
+        "DELIVERY_FAILED": "delivery.failed",
+        "DELIVERY_BOUNCED": "delivery.bounced",
+        "DELIVERY_COMPLAINED": "delivery.complained",
+        "SEQUENCE_ENTERED": "sequence.entered",
+        "SEQUENCE_COMPLETED": "sequence.completed",
+        "TX_SENT": "tx.sent",
+        "TX_FAILED": "tx.failed",
+        "WEBHOOK_DISABLED": "webhook.disabled",
+        "WEBHOOK_TEST": "webhook.test",
+    },
+)

@@ -30,6 +30,7 @@ from newsletter.db.wake import CHANNEL
 from newsletter.domain.tokens import Token
 from newsletter.domain.vocabulary import DeliveryKind, DeliveryStatus, IssueStatus, SuppressionReason
 from newsletter.services.compliance.privacy import purge_unconfirmed
+from newsletter.services.integrations.events import events_written, trim_events
 from newsletter.services.sending.compose import Composer, Copy, MessageTemplate
 from newsletter.services.sending.issues import start_due_issues
 from newsletter.transports.base import LEASE_EXPIRED, Failed, OutgoingEmail, SendResult, Sent, Transport
@@ -176,11 +177,13 @@ class DeliveryWorker:
         if time.monotonic() >= self._next_purge:
             # A scan of the subscribers: hourly is plenty for a limit counted in days.
             await purge_unconfirmed(self.db, self.settings.purge_unconfirmed_days)
+            await trim_events(self.db, self.settings.event_retention_days)
             self._next_purge = time.monotonic() + 3600
         await self.pool.execute(Q.purge_rate_limits)
         await self.pool.execute(Q.purge_idempotency_keys)
         async with self._planned_now() as conn:
             stats = await conn.fetchrow(Q.queue_stats)
+        telemetry.EVENTS_WRITTEN.set(await events_written(self.db))
         if stats is not None:
             telemetry.QUEUE_DEPTH.set(stats["depth"])
             telemetry.QUEUE_OLDEST_AGE.set(stats["oldest_age"])

@@ -134,7 +134,18 @@ WITH outcome AS (
         updated_at = now()
     FROM outcome
     WHERE d.id = outcome.id AND d.attempts = outcome.attempt AND d.status = 'sending'
-    RETURNING d.issue_id, d.kind, d.status
+    RETURNING d.id, d.issue_id, d.kind, d.status, d.subscriber_id, d.list_id, d.recipient, d.last_error
+), reported AS (
+    -- The event record (migration 0014): an email handed over, or given up.
+    INSERT INTO events (type, address, data)
+    SELECT 'delivery.' || settled.status, lower(settled.recipient),
+           jsonb_strip_nulls(jsonb_build_object(
+               'delivery_id', settled.id, 'kind', settled.kind, 'issue_id', settled.issue_id,
+               'subscriber_id', settled.subscriber_id, 'list_id', settled.list_id, 'email', settled.recipient,
+               'error', settled.last_error))
+    FROM settled
+    WHERE settled.status IN ('sent', 'failed')
+    ORDER BY settled.id
 ), progress AS (
     SELECT issue_id,
            count(*) FILTER (WHERE status = 'sent') AS sent,

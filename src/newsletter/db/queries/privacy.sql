@@ -29,9 +29,17 @@ SELECT json_build_object(
     'bounces_and_complaints', coalesce((
         SELECT json_agg(json_build_object('provider', e.provider, 'kind', e.kind, 'delivery_id', e.delivery_id,
                                           'detail', e.detail, 'occurred_at', e.occurred_at) ORDER BY e.id)
-        FROM delivery_events AS e WHERE lower(e.email) = lower(subscribers.email)), '[]')
+        FROM delivery_events AS e WHERE lower(e.email) = lower(subscribers.email)), '[]'),
+    'events', coalesce((
+        SELECT json_agg(json_build_object('id', e.id, 'type', e.type, 'created_at', e.created_at,
+                                          'data', e.data) ORDER BY e.id)
+        FROM events AS e WHERE e.address = lower(subscribers.email)), '[]')
 )
 FROM subscribers WHERE subscribers.id = $1;
+
+-- name: erasure_begin
+-- For the rest of the transaction, what an erasure removes is not reported as a change (migration 0014).
+SELECT set_config('newsletter.erasing', 'on', true);
 
 -- name: subscribers_erase
 -- Removes every personal datum of the people $1 (ids): erasure on request, and the purge of stale sign-ups.
@@ -69,6 +77,13 @@ WITH person AS (
     WHERE position(lower(person.email) IN lower(convert_from(idempotency_keys.response_body, 'UTF8'))) > 0
        OR position(lower(json_ascii_escaped(person.email))
                    IN lower(convert_from(idempotency_keys.response_body, 'UTF8'))) > 0
+    RETURNING 1
+), forgotten_in_events AS (
+    -- The event record keeps what happened (ids, types, times), not who it happened to. Set to erase
+    -- (erasure_begin), the suppressions removed above are not reported as removed.
+    UPDATE events SET address = NULL, data = data - '{email,name,attributes,error,detail}'::text[]
+    FROM person
+    WHERE events.address = lower(person.email)
     RETURNING 1
 ), erased AS (
     DELETE FROM subscribers USING person WHERE subscribers.id = person.id RETURNING 1

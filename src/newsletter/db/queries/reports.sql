@@ -73,6 +73,18 @@ WITH fresh AS (
     WHERE deliveries.id = fresh.delivery_id AND fresh.kind IN ('hard_bounce', 'complaint')
       AND deliveries.status IN ('sent', 'bounced')
     RETURNING 1
+), reported AS (
+    -- The event record (migration 0014): every bounce and complaint, with the delivery when it is known.
+    INSERT INTO events (type, address, data)
+    SELECT CASE WHEN fresh.kind = 'complaint' THEN 'delivery.complained' ELSE 'delivery.bounced' END,
+           lower(fresh.email),
+           jsonb_strip_nulls(jsonb_build_object(
+               'delivery_id', fresh.delivery_id, 'email', fresh.email, 'provider', fresh.provider,
+               'bounce', CASE fresh.kind WHEN 'hard_bounce' THEN 'hard' WHEN 'soft_bounce' THEN 'soft' END,
+               'detail', left(fresh.detail, 1000)))
+    FROM fresh
+    WHERE fresh.kind IN ('hard_bounce', 'soft_bounce', 'complaint')
+    ORDER BY fresh.id
 )
 SELECT (SELECT count(*) FROM suppressed) AS suppressed, (SELECT count(*) FROM ended) AS unsubscribed,
        (SELECT count(*) FROM marked) AS marked;

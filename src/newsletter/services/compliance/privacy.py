@@ -24,6 +24,7 @@ async def export(db: Database, subscriber_id: int) -> dict[str, Any]:
 async def erase(db: Database, subscriber_id: int) -> None:
     """Remove every personal datum; past issues keep their counts (their deliveries stay, anonymous)."""
     async with db.transaction() as conn:
+        await conn.execute(Q.erasure_begin)
         row = await conn.fetchrow(Q.subscribers_erase, [subscriber_id])
     assert row is not None
     if not row["erased"]:
@@ -37,6 +38,7 @@ async def purge_unconfirmed(db: Database, older_than_days: int) -> int:
         stale = [row["id"] for row in await conn.fetch(Q.stale_unconfirmed, older_than_days)]
         if not stale:
             return 0
+        await conn.execute(Q.erasure_begin)
         row = await conn.fetchrow(Q.subscribers_erase, stale)
     assert row is not None
     purged: int = row["erased"]

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from newsletter.domain.vocabulary import (
     DeliveryKind,
     DeliveryStatus,
+    EventType,
     IssueStatus,
     OptIn,
     SubscriberStatus,
@@ -84,6 +85,7 @@ class SubscriberExport(BaseModel):
     deliveries: list[dict[str, Any]]
     suppressions: list[dict[str, Any]]
     bounces_and_complaints: list[dict[str, Any]]
+    events: list[dict[str, Any]]
 
 
 class IssueCounts(BaseModel):
@@ -155,3 +157,20 @@ class ImportReportOut(BaseModel):
     subscribed: int = Field(description="Subscriptions to the list created, or pending ones confirmed.")
     rejected: list[RejectedRow] = Field(description="The first 10,000 rows left out, each with its reason.")
     rejected_total: int
+
+
+class EventOut(BaseModel):
+    id: int
+    type: EventType
+    created_at: datetime
+    data: dict[str, Any] = Field(
+        description="Ids, and the fields that changed; an erased person's events lose their personal fields."
+    )
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_after: int | None = Field(
+        description="Pass it back as `after` to read on (the last event's id; the `after` given when there "
+        "is nothing newer yet)."
+    )

@@ -1,0 +1,1 @@
+"""What the service tells other systems: the event record and the signed webhooks that carry it."""
