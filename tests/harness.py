@@ -37,6 +37,7 @@ from newsletter.services.compliance import suppressions
 from newsletter.services.sending import issues
 from newsletter.transports import transport_from_settings
 from newsletter.worker.delivery import DeliveryWorker
+from newsletter.worker.webhooks import WebhookDispatcher
 
 
 def free_port() -> int:
@@ -159,6 +160,7 @@ class TestApp:
         self.smtp = smtp
         self.client = client
         self.worker = DeliveryWorker(self.db, transport_from_settings(settings), settings)
+        self.webhooks = WebhookDispatcher(self.db, settings)
 
     async def subscribe(self, email: str, name: str = "", **extra: Any) -> httpx.Response:
         return await self.client.post("/subscriptions", json={"email": email, "name": name, **extra})
@@ -327,6 +329,7 @@ async def spawn_app(
             app = TestApp(settings, pool, smtp, client)
             yield app
             await app.worker.transport.close()
+            await app.webhooks.close()
     finally:
         server.should_exit = True
         await serving

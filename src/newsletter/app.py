@@ -39,6 +39,7 @@ from newsletter.web.problems import problem
 from newsletter.web.redirects import install_slash_redirects
 from newsletter.web.state import Context
 from newsletter.worker.delivery import DeliveryWorker
+from newsletter.worker.webhooks import WebhookDispatcher
 
 log = structlog.get_logger(__name__)
 
@@ -190,6 +191,7 @@ async def run_processes(settings: Settings, *, http: bool, worker: bool, migrate
             if worker:
                 delivery = DeliveryWorker(Database(pool), transport_from_settings(settings), settings)
                 tasks.append(asyncio.create_task(delivery.run(stopping)))
+                tasks.append(asyncio.create_task(WebhookDispatcher(Database(pool), settings).run(stopping)))
             if http:
                 config = uvicorn.Config(
                     build_app(settings, pool),

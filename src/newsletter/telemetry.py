@@ -37,6 +37,16 @@ QUEUE_OLDEST_AGE = Gauge("newsletter_queue_oldest_age_seconds", "Age of the olde
 EVENTS_WRITTEN = Gauge(
     "newsletter_events_written", "Events written to the event record so far (its last id), by every process."
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "newsletter_webhook_attempts_total",
+    "Webhook requests settled: delivered, failed for good, or retried later.",
+    ["outcome"],
+)
+WEBHOOK_OLDEST_WAITING = Gauge(
+    "newsletter_webhook_oldest_waiting_seconds",
+    "Age of the oldest event not yet delivered to each active endpoint (0: nothing waits).",
+    ["endpoint"],
+)
 LEASES_RECLAIMED = Counter(
     "newsletter_leases_reclaimed_total", "Deliveries taken back from a worker whose lease expired."
 )

@@ -133,6 +133,21 @@ class Queries:
     suppression_add: str
     suppression_get: str
     suppression_delete: str
+    # webhooks.sql
+    webhook_create: str
+    webhook_endpoints: str
+    webhook_update: str
+    webhook_delete: str
+    webhook_attempts_page: str
+    webhook_test: str
+    webhook_replay: str
+    webhook_claim: str
+    webhook_record: str
+    webhook_reclaim: str
+    webhook_give_up: str
+    webhook_trim: str
+    webhook_backlog: str
+    webhooks_due: str
 
 
 def read_files() -> dict[str, str]:

@@ -7,9 +7,14 @@ waker instead; it sends one NOTIFY for all the requests of the last few millisec
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import structlog
+
+from newsletter.db.database import DATABASE_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -38,3 +43,35 @@ class Waker:
                 # The workers poll as well: a lost wake-up only delays the email by a second.
                 log.warning("cannot wake the workers", error=str(error))
             await asyncio.sleep(COALESCE_SECONDS)
+
+
+async def listen(pool: asyncpg.Pool, channel: str, wake: Callable[[], None], stopping: asyncio.Event) -> None:
+    """Call `wake` on each NOTIFY on `channel` until `stopping` is set; reconnect when the connection drops
+    (the workers poll as well, which covers the gap). Stops by itself within a second of `stopping`."""
+
+    def notified(*_: Any) -> None:
+        wake()
+
+    while not stopping.is_set():
+        try:
+            conn = await pool.acquire()
+        except DATABASE_ERRORS:
+            await sleep_unless(stopping, 1.0)
+            continue
+        try:
+            await conn.add_listener(channel, notified)
+            while not stopping.is_set() and not conn.is_closed():
+                await sleep_unless(stopping, 1.0)
+        except DATABASE_ERRORS:
+            pass
+        finally:
+            with contextlib.suppress(*DATABASE_ERRORS):
+                if not conn.is_closed():
+                    await conn.remove_listener(channel, notified)
+            with contextlib.suppress(*DATABASE_ERRORS):
+                await pool.release(conn)
+
+
+async def sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)

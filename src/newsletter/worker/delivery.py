@@ -17,7 +17,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 import structlog
@@ -26,7 +25,7 @@ from newsletter import telemetry, tracing
 from newsletter.config import Settings
 from newsletter.db.database import DATABASE_ERRORS, Database
 from newsletter.db.queries import Q
-from newsletter.db.wake import CHANNEL
+from newsletter.db.wake import CHANNEL, listen, sleep_unless
 from newsletter.domain.tokens import Token
 from newsletter.domain.vocabulary import DeliveryKind, DeliveryStatus, IssueStatus, SuppressionReason
 from newsletter.services.compliance.privacy import purge_unconfirmed
@@ -124,11 +123,11 @@ class DeliveryWorker:
                     continue
             except DATABASE_ERRORS as error:
                 log.warning("database unavailable, retrying", error=str(error))
-                await _sleep_unless(stopping, 1.0)
+                await sleep_unless(stopping, 1.0)
                 continue
             except Exception:
                 log.exception("delivery lane failed; its leases will be reclaimed")
-                await _sleep_unless(stopping, 1.0)
+                await sleep_unless(stopping, 1.0)
                 continue
             await _wait_any(stopping, waker, seconds=self.settings.poll_interval_seconds)
 
@@ -210,7 +209,7 @@ class DeliveryWorker:
                 log.warning("housekeeping skipped: database unavailable", error=str(error))
             except Exception:
                 log.exception("housekeeping failed")
-            await _sleep_unless(self._closing, min(1.0, self.settings.lease_seconds / 4))
+            await sleep_unless(self._closing, min(1.0, self.settings.lease_seconds / 4))
 
     async def _reserve_rate(self, wanted: int) -> int:
         """With a sending rate configured, wait for this batch's slots before claiming (never while holding
@@ -377,30 +376,13 @@ class DeliveryWorker:
         )
 
     async def _listen(self) -> None:
-        """Wake the lanes on NOTIFY; reconnect if the connection drops (polling covers the gap)."""
+        """Wake the lanes on NOTIFY."""
 
-        def wake(*_: Any) -> None:
+        def wake() -> None:
             for waker in self._wakers:
                 waker.set()
 
-        while not self._closing.is_set():
-            try:
-                conn = await self.pool.acquire()
-            except DATABASE_ERRORS:
-                await _sleep_unless(self._closing, 1.0)
-                continue
-            try:
-                await conn.add_listener(CHANNEL, wake)
-                while not self._closing.is_set() and not conn.is_closed():
-                    await _sleep_unless(self._closing, 1.0)
-            except DATABASE_ERRORS:
-                pass
-            finally:
-                with contextlib.suppress(*DATABASE_ERRORS):
-                    if not conn.is_closed():
-                        await conn.remove_listener(CHANNEL, wake)
-                with contextlib.suppress(*DATABASE_ERRORS):
-                    await self.pool.release(conn)
+        await listen(self.pool, CHANNEL, wake, self._closing)
 
 
 def _copy_of(row: asyncpg.Record) -> Copy:
@@ -413,11 +395,6 @@ def _copy_of(row: asyncpg.Record) -> Copy:
         list_slug=row["list_slug"],
         list_name=row["list_name"],
     )
-
-
-async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), timeout=seconds)
 
 
 async def _wait_any(first: asyncio.Event, second: asyncio.Event, *, seconds: float) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from newsletter.web.api import events, issues, lists, subscribers, suppressions, transfer
+from newsletter.web.api import events, issues, lists, subscribers, suppressions, transfer, webhooks
 
 # transfer before subscribers: /subscribers/export and /subscribers/import are not subscriber ids.
 ROUTERS: tuple[APIRouter, ...] = (
@@ -18,4 +18,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     issues.router,
     suppressions.router,
     events.router,
+    webhooks.router,
 )

@@ -4,7 +4,7 @@ schema test (tests/fuzz) checks every answer against them."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -174,3 +174,43 @@ class EventPage(BaseModel):
         description="Pass it back as `after` to read on (the last event's id; the `after` given when there "
         "is nothing newer yet)."
     )
+
+
+class WebhookOut(BaseModel):
+    id: int
+    url: str
+    description: str
+    events: list[str] = Field(description='The event types it receives; `["*"]`: every type.')
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+    failing_since: datetime | None = Field(description="Its first failure since it last succeeded.")
+    retry_at: datetime | None = Field(description="While it is down: when it is tried again.")
+    disabled_at: datetime | None
+    disabled_reason: str | None = Field(description="Why it was turned off (failing too long, 410 Gone).")
+    waiting: int = Field(description="Events not yet delivered to it.")
+    oldest_waiting: datetime | None
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(
+        description="The signing secret (`whsec_...`, Standard Webhooks); shown in this answer only."
+    )
+
+
+class WebhookAttemptOut(BaseModel):
+    id: int
+    delivery_id: int
+    event_id: int
+    event_type: EventType | None = Field(description="Null once the event has been trimmed.")
+    attempted_at: datetime
+    duration_ms: int
+    status_code: int | None = Field(description="The endpoint's HTTP status; null when it did not answer.")
+    error: str | None
+    delivery_status: Literal["queued", "sending", "delivered", "failed"] | None
+    delivery_attempts: int | None
+
+
+class WebhookTestOut(BaseModel):
+    delivery_id: int
+    event_id: int
