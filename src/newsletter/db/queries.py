@@ -58,6 +58,7 @@ class Queries:
     issue_contents: str
     # events.sql
     events_page: str
+    events_recent: str
     events_trim: str
     events_written: str
     # imports.sql

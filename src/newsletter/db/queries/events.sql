@@ -20,6 +20,15 @@ WHERE events.txid < horizon.xmin
 ORDER BY events.txid, events.id
 LIMIT $3;
 
+-- name: events_recent
+-- The latest events, newest first, before the event $1 (NULL: the newest), of the types $2 (NULL: every type),
+-- at most $3: what an operator browses. Pages follow ids, not commit order (events_page is for integrators).
+SELECT id, type, created_at, address, data
+FROM events
+WHERE ($1::bigint IS NULL OR id < $1) AND ($2::text[] IS NULL OR type = ANY ($2::text[]))
+ORDER BY id DESC
+LIMIT $3;
+
 -- name: events_trim
 -- Forgets the events older than $1 days, at most $2 of them (housekeeping repeats it).
 DELETE FROM events

@@ -1,5 +1,6 @@
-"""The dashboard: subscribers per list, sign-ups per day, and the latest issues with their progress, each read
-in a way that stays quick with a million subscribers (bench/admin_pages.py)."""
+"""The dashboard: subscribers per list, sign-ups per day, the latest issues with their progress, each read in
+a way that stays quick with a million subscribers (bench/admin_pages.py), and the webhook endpoints that were
+turned off for failing."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import Any, NamedTuple
 from newsletter.db.database import Database
 from newsletter.db.queries import Q
 from newsletter.services.audience import lists
+from newsletter.services.integrations import webhooks
 from newsletter.services.sending.issues import list_issues
 
 GROWTH_DAYS = 30
 RECENT_ISSUES = 5
+# The reason webhook_update gives an endpoint an operator turns off: the operator knows, no notice is needed.
+TURNED_OFF_BY_OPERATOR = "turned off by an operator"
 
 
 class Day(NamedTuple):
@@ -33,4 +37,16 @@ async def dashboard(db: Database) -> dict[str, Any]:
         "growth": growth,
         "growth_max": max((day.added for day in growth), default=0),
         "issues": await list_issues(db, before=None, status=None, limit=RECENT_ISSUES),
+        "webhooks_turned_off": await webhooks_turned_off(db),
     }
+
+
+async def webhooks_turned_off(db: Database) -> list[dict[str, Any]]:
+    """The endpoints the dispatcher turned off (gone, or failing too long), which wait for an operator."""
+    return [
+        endpoint
+        for endpoint in await webhooks.endpoints(db)
+        if not endpoint["active"]
+        and endpoint["disabled_at"] is not None
+        and endpoint["disabled_reason"] != TURNED_OFF_BY_OPERATOR
+    ]

@@ -26,6 +26,15 @@ async def event_page(
     return [dict(row) for row in rows]
 
 
+async def recent_events(
+    db: Database, *, before: int | None, types: Collection[EventType] | None, limit: int
+) -> list[dict[str, Any]]:
+    """The latest events, newest first, before the event `before`: the record as an operator browses it."""
+    async with db.connection() as conn:
+        rows = await conn.fetch(Q.events_recent, before, sorted(types) if types else None, limit)
+    return [dict(row) for row in rows]
+
+
 async def trim_events(db: Database, retention_days: int) -> int:
     """Forget the events past the retention period, a batch at a time (each batch its own transaction)."""
     trimmed = 0

@@ -5,11 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
-from newsletter.web.admin import audience, auth, issues, operations
+from newsletter.web.admin import audience, auth, integrations, issues, operations
 from newsletter.web.admin.core import CsrfRejected, LoginRequired, csrf_rejected, login_redirect
 
 PREFIX = "/admin"
-ROUTERS: tuple[APIRouter, ...] = (auth.router, audience.router, issues.router, operations.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    auth.router,
+    audience.router,
+    issues.router,
+    operations.router,
+    integrations.router,
+)
 
 
 def install(app: FastAPI) -> None:
