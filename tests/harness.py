@@ -33,8 +33,11 @@ from newsletter.domain.vocabulary import (
 )
 from newsletter.inbound.providers.sns import Fetcher
 from newsletter.services.audience import lists, subscribers
+from newsletter.services.automations import sequences
+from newsletter.services.automations.sequences import StepContent
 from newsletter.services.compliance import suppressions
 from newsletter.services.sending import issues
+from newsletter.services.sending.compose import Composer
 from newsletter.transports import transport_from_settings
 from newsletter.worker.delivery import DeliveryWorker
 from newsletter.worker.webhooks import WebhookDispatcher
@@ -280,6 +283,27 @@ class TestApp:
             "SELECT id FROM subscribers WHERE lower(email) = lower($1)", email
         )
         await subscribers.update_subscriber(self.db, subscriber_id, status=SubscriberStatus.BLOCKLISTED)
+
+    async def add_sequence(self, steps: Sequence[tuple[float, str]], list_slug: str = "default") -> int:
+        """A sequence of steps (delay in seconds, subject), each with a body naming its subject."""
+        created = await sequences.create_sequence(self.db, list_slug, "Welcome")
+        composer = Composer(self.settings)
+        for delay, subject in steps:
+            step = StepContent.parse(
+                composer, delay_seconds=int(delay), subject=subject, markdown=f"This is {subject}."
+            )
+            await sequences.add_step(self.db, created["id"], step)
+        sequence_id: int = created["id"]
+        return sequence_id
+
+    async def pass_time(self, seconds: float) -> None:
+        """The database's clock moves on (what delays are reckoned in)."""
+        await self.pool.execute("UPDATE clock SET shift = shift + make_interval(secs => $1)", seconds)
+
+    async def run_sequences(self) -> int:
+        """The worker's sweep, then its lanes: the due steps queued and sent."""
+        await self.worker.sweep_sequences()
+        return await self.worker.drain()
 
     async def send_issue(
         self, subject: str = "News", markdown: str = "Hello", lists: Sequence[str] = ("default",)

@@ -226,7 +226,12 @@ REJECTED_PRINTED = 100
 @main.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("--list", "list_slug", default="default", show_default=True, help="The list to subscribe to.")
-def import_command(file: str, list_slug: str) -> None:
+@click.option(
+    "--enter-sequences",
+    is_flag=True,
+    help="The people it confirms enter the list's sequences (welcome emails).",
+)
+def import_command(file: str, list_slug: str, enter_sequences: bool) -> None:
     """Import subscribers from a CSV file into a list, as confirmed subscribers.
 
     The first line names the columns: email (required), name and attributes (a JSON object); other columns are
@@ -247,7 +252,11 @@ def import_command(file: str, list_slug: str) -> None:
             click.progressbar(length=size, label="Importing", file=sys.stderr) as bar,
         ):
             return await import_csv(
-                db, source, list_slug=list_slug, progress=lambda done: bar.update(done - bar.pos)
+                db,
+                source,
+                list_slug=list_slug,
+                progress=lambda done: bar.update(done - bar.pos),
+                enter_sequences=enter_sequences,
             )
 
     try:

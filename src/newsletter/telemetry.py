@@ -37,6 +37,10 @@ QUEUE_OLDEST_AGE = Gauge("newsletter_queue_oldest_age_seconds", "Age of the olde
 EVENTS_WRITTEN = Gauge(
     "newsletter_events_written", "Events written to the event record so far (its last id), by every process."
 )
+SEQUENCE_STEPS_QUEUED = Counter(
+    "newsletter_sequence_steps_queued_total",
+    "Sequence steps turned into deliveries by the sweep (their emails are counted in deliveries_total).",
+)
 WEBHOOK_ATTEMPTS = Counter(
     "newsletter_webhook_attempts_total",
     "Webhook requests settled: delivered, failed for good, or retried later.",

@@ -108,6 +108,9 @@ async def test_the_schema_has_what_the_queries_expect(database_url: str) -> None
         ("delivery_events", "kind", "ReportKind"),
         ("delivery_events", "provider", "Reporter"),
         ("events", "type", "EventType"),
+        ("sequences", "status", "SequenceStatus"),
+        ("sequence_members", "status", "MemberStatus"),
+        ("sequence_members", "left_reason", "LeftReason"),
     ],
 )
 async def test_the_vocabulary_is_the_schemas(

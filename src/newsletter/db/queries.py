@@ -108,6 +108,22 @@ class Queries:
     reports_record: str
     reports_lock_addresses: str
     reports_apply: str
+    # sequences.sql
+    sequence_create: str
+    sequences_read: str
+    sequence_update: str
+    sequence_delete: str
+    sequence_steps: str
+    step_append: str
+    step_update: str
+    step_delete: str
+    steps_renumber: str
+    sequence_reschedule: str
+    sequence_members_page: str
+    sequence_enroll: str
+    sequence_sweep: str
+    step_contents: str
+    import_enters_sequences: str
     # subscribers.sql
     subscriber_insert: str
     subscriber_by_email: str

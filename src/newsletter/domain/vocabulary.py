@@ -28,7 +28,8 @@ SuppressionReason = StrEnum(
 
 # The ledger.
 DeliveryKind = StrEnum(
-    "DeliveryKind", {"CONFIRMATION": "confirmation", "NEWSLETTER": "newsletter", "TEST": "test"}
+    "DeliveryKind",
+    {"CONFIRMATION": "confirmation", "NEWSLETTER": "newsletter", "TEST": "test", "SEQUENCE": "sequence"},
 )
 DeliveryStatus = StrEnum(
     "DeliveryStatus",
@@ -148,4 +149,12 @@ EventType = StrEnum(
         "WEBHOOK_DISABLED": "webhook.disabled",
         "WEBHOOK_TEST": "webhook.test",
     },
+)
+
+# Automations (SPEC section 12): a sequence sends or holds its steps; a member is on their way through it, has
+# been sent every step, or left (and why).
+SequenceStatus = StrEnum("SequenceStatus", {"ACTIVE": "active", "PAUSED": "paused"})
+MemberStatus = StrEnum("MemberStatus", {"ACTIVE": "active", "COMPLETED": "completed", "LEFT": "left"})
+LeftReason = StrEnum(
+    "LeftReason", {"UNSUBSCRIBED": "unsubscribed", "SUPPRESSED": "suppressed", "BLOCKLISTED": "blocklisted"}
 )

@@ -28,6 +28,7 @@ from newsletter.db.queries import Q
 from newsletter.db.wake import CHANNEL, listen, sleep_unless
 from newsletter.domain.tokens import Token
 from newsletter.domain.vocabulary import DeliveryKind, DeliveryStatus, IssueStatus, SuppressionReason
+from newsletter.services.automations.sequences import sweep
 from newsletter.services.compliance.privacy import purge_unconfirmed
 from newsletter.services.integrations.events import events_written, trim_events
 from newsletter.services.sending.compose import Composer, Copy, MessageTemplate
@@ -80,6 +81,7 @@ class DeliveryWorker:
             settings.retry_base_seconds, settings.retry_max_seconds, settings.max_attempts
         )
         self._issues: dict[int, IssueTemplate] = {}
+        self._steps: dict[int, IssueTemplate] = {}
         self._wakers: list[asyncio.Event] = []
         self._closing = asyncio.Event()
         self._next_purge = 0.0
@@ -173,6 +175,7 @@ class DeliveryWorker:
             telemetry.LEASES_RECLAIMED.inc(len(reclaimed))
             log.warning("expired leases reclaimed", deliveries=len(reclaimed))
         await start_due_issues(self.db)
+        await self.sweep_sequences()
         if time.monotonic() >= self._next_purge:
             # A scan of the subscribers: hourly is plenty for a limit counted in days.
             await purge_unconfirmed(self.db, self.settings.purge_unconfirmed_days)
@@ -186,6 +189,16 @@ class DeliveryWorker:
         if stats is not None:
             telemetry.QUEUE_DEPTH.set(stats["depth"])
             telemetry.QUEUE_OLDEST_AGE.set(stats["oldest_age"])
+
+    async def sweep_sequences(self) -> int:
+        """Queue the sequence steps that are due, and wake the lanes to send them."""
+        swept = await sweep(self.db, self.settings.sequence_sweep_batch)
+        if swept.queued:
+            telemetry.SEQUENCE_STEPS_QUEUED.inc(swept.queued)
+            log.info("sequence steps queued", steps=swept.queued)
+            for waker in self._wakers:
+                waker.set()
+        return swept.queued
 
     @contextlib.asynccontextmanager
     async def _planned_now(self) -> AsyncIterator[asyncpg.Connection]:
@@ -232,6 +245,7 @@ class DeliveryWorker:
         batch = Batch()
         confirmations: list[tuple[asyncpg.Record, Token]] = []
         copies: list[asyncpg.Record] = []
+        steps = await self._load_steps(rows)
         for row in rows:
             batch.claimed[row["id"]] = row
             if row["suppressed"]:
@@ -246,6 +260,11 @@ class DeliveryWorker:
                 batch.outcomes.append(Outcome(row, DeliveryStatus.QUEUED, "issue paused", tried=False))
             elif row["kind"] == DeliveryKind.CONFIRMATION:
                 confirmations.append((row, Token.generate()))
+            elif row["kind"] == DeliveryKind.SEQUENCE:
+                if row["step_id"] in steps:
+                    batch.emails.append(self.composer.copy(steps[row["step_id"]], _copy_of(row)))
+                else:  # the step, or its whole sequence, was deleted since the email was queued
+                    batch.outcomes.append(Outcome(row, DeliveryStatus.CANCELLED, "step deleted"))
             else:
                 copies.append(row)
         if confirmations:
@@ -285,6 +304,21 @@ class DeliveryWorker:
             if cached is None or cached.version != issue["updated_at"]:
                 template = self.composer.issue(issue["subject"], issue["html"], issue["text_body"])
                 self._issues[issue["id"]] = IssueTemplate(issue["updated_at"], template)
+
+    async def _load_steps(self, rows: Sequence[asyncpg.Record]) -> dict[int, MessageTemplate]:
+        """The templates of the steps these deliveries send, rendered once per version of each step (an
+        edited step sends its new content from then on)."""
+        wanted = {row["step_id"] for row in rows if row["kind"] == DeliveryKind.SEQUENCE}
+        if not wanted:
+            return {}
+        found = {}
+        for step in await self.db.fetch(Q.step_contents, list(wanted)):
+            cached = self._steps.get(step["id"])
+            if cached is None or cached.version != step["updated_at"]:
+                template = self.composer.issue(step["subject"], step["html"], step["text_body"])
+                cached = self._steps[step["id"]] = IssueTemplate(step["updated_at"], template)
+            found[step["id"]] = cached.template
+        return found
 
     def _settle(self, row: asyncpg.Record, result: SendResult) -> Outcome:
         if isinstance(result, Sent):

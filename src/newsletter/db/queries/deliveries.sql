@@ -50,10 +50,10 @@ WITH due AS (
     -- claim).
     WHERE d.id = ANY (ARRAY(SELECT id FROM picked)) AND d.status = 'queued'
     RETURNING d.id, d.kind, d.issue_id, d.subscriber_id, d.list_id, d.recipient, d.attempts, d.request_id,
-              d.traceparent, d.created_at, d.next_attempt_at
+              d.traceparent, d.created_at, d.next_attempt_at, d.step_id
 )
 SELECT claimed.id, claimed.kind, claimed.issue_id, claimed.subscriber_id, claimed.list_id, claimed.recipient,
-       claimed.attempts,
+       claimed.attempts, claimed.step_id,
        coalesce(claimed.request_id, issues.request_id) AS request_id,
        coalesce(claimed.traceparent, issues.traceparent) AS traceparent,
        extract(epoch FROM now() - claimed.created_at)::float8 AS age_seconds,
@@ -75,6 +75,13 @@ SELECT claimed.id, claimed.kind, claimed.issue_id, claimed.subscriber_id, claime
                    JOIN issue_lists AS il ON il.list_id = s.list_id AND il.issue_id = claimed.issue_id
                    JOIN subscribers AS p ON p.id = s.subscriber_id AND p.status = 'active'
                    WHERE s.subscriber_id = claimed.subscriber_id AND s.status = 'confirmed')
+       -- A sequence's step: while the person is still on the list (leaving the sequence means leaving it,
+       -- being suppressed or blocklisted, each of which is read here too).
+       WHEN claimed.kind = 'sequence' THEN
+           EXISTS (SELECT 1 FROM subscriptions AS s
+                   JOIN subscribers AS p ON p.id = s.subscriber_id AND p.status = 'active'
+                   WHERE s.subscriber_id = claimed.subscriber_id AND s.list_id = claimed.list_id
+                     AND s.status = 'confirmed')
        ELSE true END AS still_wanted,
        -- The mailability rule (migration 0013): a confirmation asked for after unsubscribing from everything
        -- is a new, explicit request.
@@ -134,15 +141,16 @@ WITH outcome AS (
         updated_at = now()
     FROM outcome
     WHERE d.id = outcome.id AND d.attempts = outcome.attempt AND d.status = 'sending'
-    RETURNING d.id, d.issue_id, d.kind, d.status, d.subscriber_id, d.list_id, d.recipient, d.last_error
+    RETURNING d.id, d.issue_id, d.kind, d.status, d.subscriber_id, d.list_id, d.recipient, d.last_error,
+              d.step_id
 ), reported AS (
     -- The event record (migration 0014): an email handed over, or given up.
     INSERT INTO events (type, address, data)
     SELECT 'delivery.' || settled.status, lower(settled.recipient),
            jsonb_strip_nulls(jsonb_build_object(
                'delivery_id', settled.id, 'kind', settled.kind, 'issue_id', settled.issue_id,
-               'subscriber_id', settled.subscriber_id, 'list_id', settled.list_id, 'email', settled.recipient,
-               'error', settled.last_error))
+               'subscriber_id', settled.subscriber_id, 'list_id', settled.list_id, 'step_id', settled.step_id,
+               'email', settled.recipient, 'error', settled.last_error))
     FROM settled
     WHERE settled.status IN ('sent', 'failed')
     ORDER BY settled.id

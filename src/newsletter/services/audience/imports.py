@@ -374,8 +374,10 @@ async def import_csv(
     *,
     list_slug: str,
     progress: Callable[[int], None] | None = None,
+    enter_sequences: bool = False,
 ) -> ImportReport:
     """Import subscribers from a CSV file into a list, as confirmed subscriptions (consent source 'import').
+    With `enter_sequences`, the people it confirms enter the list's sequences (SPEC section 12).
 
     Raises NotFound for an unknown list and Invalid for a file without an email column (nothing written).
     Runs in one transaction (a savepoint when the caller holds one): all or nothing. When a sign-up of an
@@ -391,6 +393,8 @@ async def import_csv(
         parser = await asyncio.to_thread(partial(RowParser, source, progress, list_slug=slug))
         try:
             async with db.transaction() as conn:
+                if enter_sequences:
+                    await conn.execute(Q.import_enters_sequences)
                 return await _merge(conn, parser, list_id)
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name != "subscribers_email_key":

@@ -120,7 +120,9 @@ async def import_upload(admin: SignedIn) -> Response:
     if not isinstance(upload, UploadFile) or not upload.filename or not isinstance(list_slug, str):
         return await _import_page(admin, status=422, error="Choose a CSV file and a list.")
     try:
-        report = await import_csv(admin.db, upload.file, list_slug=list_slug)
+        report = await import_csv(
+            admin.db, upload.file, list_slug=list_slug, enter_sequences=form.get("enter_sequences") == "on"
+        )
     except (NotFound, Invalid, Conflict) as error:
         return await _import_page(admin, status=409 if isinstance(error, Conflict) else 422, error=str(error))
     return await _import_page(admin, report={**report.as_dict(), "file": upload.filename, "list": list_slug})

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from newsletter.web.api import events, issues, lists, subscribers, suppressions, transfer, webhooks
+from newsletter.web.api import (
+    events,
+    issues,
+    lists,
+    sequences,
+    subscribers,
+    suppressions,
+    transfer,
+    webhooks,
+)
 
 # transfer before subscribers: /subscribers/export and /subscribers/import are not subscriber ids.
 ROUTERS: tuple[APIRouter, ...] = (
@@ -19,4 +28,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     suppressions.router,
     events.router,
     webhooks.router,
+    sequences.router,
 )

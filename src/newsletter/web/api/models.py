@@ -13,7 +13,10 @@ from newsletter.domain.vocabulary import (
     DeliveryStatus,
     EventType,
     IssueStatus,
+    LeftReason,
+    MemberStatus,
     OptIn,
+    SequenceStatus,
     SubscriberStatus,
     SubscriptionStatus,
     SuppressionReason,
@@ -214,3 +217,59 @@ class WebhookAttemptOut(BaseModel):
 class WebhookTestOut(BaseModel):
     delivery_id: int
     event_id: int
+
+
+class MemberCounts(BaseModel):
+    active: int = Field(description="On their way through the steps.")
+    completed: int = Field(description="Sent every step.")
+    left: int = Field(description="Unsubscribed, suppressed or blocklisted before the end.")
+
+
+class SequenceOut(BaseModel):
+    id: int
+    name: str
+    list: str
+    status: SequenceStatus
+    steps: int
+    members: MemberCounts
+    created_at: datetime
+    updated_at: datetime
+
+
+class StepCounts(BaseModel):
+    waiting: int = Field(description="Members for whom this step is the next one.")
+    queued: int = Field(description="Emails of this step queued or being sent.")
+    sent: int = Field(description="Emails of this step handed to the mail server.")
+
+
+class StepOut(BaseModel):
+    id: int
+    position: int = Field(ge=1)
+    delay_seconds: int = Field(ge=0, description="After entering (the first step) or after the step before.")
+    subject: str
+    markdown: str | None
+    html: str
+    text: str
+    created_at: datetime
+    updated_at: datetime
+    counts: StepCounts
+
+
+class SequenceDetail(SequenceOut):
+    steps: list[StepOut]  # type: ignore[assignment]
+
+
+class MemberOut(BaseModel):
+    id: int = Field(description="The subscriber's id.")
+    email: str
+    status: MemberStatus
+    steps_sent: int
+    entered_at: datetime
+    last_step_at: datetime | None
+    next_due_at: datetime | None
+    left_at: datetime | None
+    left_reason: LeftReason | None
+
+
+class Entered(BaseModel):
+    entered: int

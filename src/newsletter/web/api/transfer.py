@@ -58,7 +58,12 @@ _IMPORT_BODY: dict[str, Any] = {
     response_model=ImportReportOut,
 )
 async def import_subscribers(
-    request: Request, who: Auth, list: Annotated[str, Query(max_length=63)] = "default"
+    request: Request,
+    who: Auth,
+    list: Annotated[str, Query(max_length=63)] = "default",
+    enter_sequences: Annotated[
+        bool, Query(description="The people it confirms enter the list's sequences.")
+    ] = False,
 ) -> Response:
     media_type = request.headers.get("content-type", "text/csv").split(";")[0].strip().lower()
     if media_type != "multipart/form-data" and media_type not in _CSV_TYPES:
@@ -72,10 +77,12 @@ async def import_subscribers(
         # The Idempotency-Key covers the file's content (not the multipart boundary, new in every request)
         # and the list as found.
         digest = await asyncio.to_thread(_digest, source)
-        content = b"import\n" + (_slug(list) or list).encode() + b"\n" + digest
+        # (and whether it enters sequences: only when it does, so that keys stored before keep matching).
+        flag = b"enter_sequences\n" if enter_sequences else b""
+        content = b"import\n" + (_slug(list) or list).encode() + b"\n" + flag + digest
 
         async def change(db: Database) -> dict[str, Any]:
-            report = await imports.import_csv(db, source, list_slug=list)
+            report = await imports.import_csv(db, source, list_slug=list, enter_sequences=enter_sequences)
             return report.as_dict()
 
         return await write(request, who, 200, change, content=content)
