@@ -301,6 +301,7 @@ async def test_the_events_page_shows_a_sign_up_filters_by_type_and_pages(
     await app.confirm(app.confirmation_links("ada@example.com")[0])
 
     page = (await browser.get("/admin/events")).text
+    assert "They are kept for 30 days" in page
     assert [kind for _, kind in EVENT_ROW.findall(page)] == [
         "subscription.confirmed",
         "delivery.sent",

@@ -192,6 +192,7 @@ async def events_page(
         events=shown,
         types=EVENT_TYPES,
         selected=selected,
+        retention_days=admin.settings.event_retention_days,
         before=before,
         next_before=rows[-1]["id"] if len(rows) == PAGE_SIZE else None,
     )
