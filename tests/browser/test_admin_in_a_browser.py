@@ -5,7 +5,8 @@ process.
 The story: an operator is created with the CLI, logs in, creates a list, imports 1,000 people from a CSV file
 with a few bad rows, writes an issue in Markdown while the live preview follows, sends it, watches the
 progress reach 100 %, finds in the ledger the one address the mail server refused, and retries it until it is
-delivered. A screenshot of every page is saved in tests/screenshots/.
+delivered. Then they connect a webhook endpoint, send it a test event, watch the attempt arrive and find the
+event in the record. A screenshot of every page is saved in tests/screenshots/.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from tests.acceptance.test_cli import base_env, wait_until_up
 from tests.harness import SMTPHandler, SMTPServer, free_port
+from tests.receiver import running_receiver
 
 pytestmark = pytest.mark.asyncio
 
@@ -121,6 +123,7 @@ async def service(database_url: str, smtp: SMTPServer, tmp_path: Path) -> AsyncI
         # Slow enough that the progress of a send is seen moving: 1,000 emails take about five seconds.
         NEWSLETTER_SEND_RATE_PER_SECOND="200",
         NEWSLETTER_WORKER_BATCH_SIZE="50",
+        NEWSLETTER_WEBHOOK_ALLOW_PRIVATE="true",  # the webhook receiver is in this process, on loopback
     )
     log = tmp_path / "service.log"
     created = subprocess.run(
@@ -428,3 +431,60 @@ async def test_an_operator_imports_sends_and_retries_in_a_browser(
     assert not watched.problems
     # The one error answer is the refused login, on purpose.
     assert watched.error_answers == [("POST", "/admin/login", 401)]
+
+
+async def test_an_operator_connects_a_webhook_and_finds_its_test_event_in_a_browser(
+    page: Page, watched: Watched
+) -> None:
+    async with running_receiver() as receiver:
+        await log_in(page)
+        await page.get_by_role("navigation", name="Sections").get_by_role("link", name="Webhooks").click()
+        await expect(page.get_by_role("heading", name="Webhooks", level=1)).to_be_visible()
+        form = page.locator("form[action='/admin/webhooks']")
+        await form.get_by_label("URL").fill("ftp://crm.example/hooks")
+        await form.get_by_label("Description").fill("The CRM")
+        await form.get_by_label("subscription.confirmed").check()
+        await form.get_by_role("button", name="Create endpoint").click()
+        await expect(page.get_by_role("alert")).to_have_text(
+            "url: only http:// and https:// URLs can receive webhooks"
+        )
+        await expect(form.get_by_label("URL")).to_have_value("ftp://crm.example/hooks")
+        await expect(form.get_by_label("Description")).to_have_value("The CRM")
+        await expect(form.get_by_label("subscription.confirmed")).to_be_checked()
+        await snap(page, "13-webhook-refused")
+
+        await form.get_by_label("URL").fill(receiver.url)
+        await form.get_by_role("button", name="Create endpoint").click()
+        await expect(page.get_by_role("heading", level=1)).to_have_text(receiver.url)
+        await expect(page.get_by_role("status")).to_contain_text("shown only this once")
+        receiver.secret = await page.locator("#signing-secret").text_content()
+        await snap(page, "14-webhook-created")
+
+        await page.get_by_role("button", name="Send a test event").first.click()
+        await expect(page).to_have_url(re.compile(r"/admin/webhooks/\d+/attempts$"))
+        await receiver.wait_for(1, timeout=30)  # the worker process sends it
+        cells = page.locator("table.attempts tbody tr").first.locator("td")
+        for _ in range(100):
+            await page.reload()
+            if await cells.nth(2).text_content() == "204":
+                break
+            await asyncio.sleep(0.1)
+        await expect(cells.nth(1)).to_contain_text("webhook.test")
+        await expect(cells.nth(2)).to_have_text("204")
+        await expect(cells.nth(5)).to_contain_text("delivered")
+        await snap(page, "15-webhook-attempts")
+
+        await page.get_by_role("navigation", name="Sections").get_by_role("link", name="Events").click()
+        await page.get_by_label("Type").select_option("webhook.test")
+        await page.get_by_role("button", name="Filter").click()
+        rows = page.locator("table.events tbody tr")
+        await expect(rows).to_have_count(1)
+        await expect(rows.locator("td").nth(1)).to_have_text("webhook.test")
+        await expect(rows.locator("td").nth(4)).to_contain_text('"message":"A test event, sent on request."')
+        await snap(page, "16-events")
+
+    [request] = receiver.received
+    assert request.verified, "the secret the page showed verifies the signature"
+    assert request.event["type"] == "webhook.test"
+    assert not watched.problems
+    assert watched.error_answers == [("POST", "/admin/login", 401), ("POST", "/admin/webhooks", 422)]
