@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
-from newsletter.web.admin import audience, auth, integrations, issues, operations
+from newsletter.web.admin import audience, auth, integrations, issues, operations, sequences
 from newsletter.web.admin.core import CsrfRejected, LoginRequired, csrf_rejected, login_redirect
 
 PREFIX = "/admin"
@@ -13,6 +13,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     auth.router,
     audience.router,
     issues.router,
+    sequences.router,
     operations.router,
     integrations.router,
 )
