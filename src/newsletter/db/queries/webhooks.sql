@@ -95,7 +95,10 @@ SELECT EXISTS (SELECT FROM endpoint) AS found, (SELECT count(*) FROM queued) AS 
 -- Takes due deliveries under a lease of $3 seconds: at most $1 in all and, counting those already in
 -- flight, at most $2 per endpoint, oldest event first. Endpoints that are off or waiting after a failure are
 -- passed over. An endpoint's row is locked (SKIP LOCKED) while this runs, so that two workers claiming at
--- once cannot both fill its share. Each claim counts as an attempt.
+-- once cannot both fill its share. Each claim counts as an attempt. The picked rows are joined rather than
+-- listed in an array: with `id = ANY (array) AND status = 'queued'` the planner could AND the primary key's
+-- lookups with a scan of the whole partial index of waiting rows, a cost that grew with the queue (2.6 ms of
+-- a 3.6 ms claim with 100,000 waiting, before they were analyzed).
 WITH open AS (
     SELECT id FROM webhook_endpoints
     WHERE active AND (retry_at IS NULL OR retry_at <= newsletter_now())
@@ -113,7 +116,8 @@ WITH open AS (
 ), claimed AS (
     UPDATE webhook_deliveries AS d
     SET status = 'sending', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $3)
-    WHERE d.id = ANY (ARRAY(SELECT id FROM picked)) AND d.status = 'queued'
+    FROM picked
+    WHERE d.id = picked.id AND d.status = 'queued'
     RETURNING d.id, d.endpoint_id, d.event_id, d.attempts
 )
 SELECT claimed.id, claimed.endpoint_id, claimed.event_id, claimed.attempts, endpoint.url, endpoint.secret,
