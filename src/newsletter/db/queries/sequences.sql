@@ -127,11 +127,13 @@ SELECT (SELECT count(*) FROM sequence) AS found, (SELECT count(*) FROM entered) 
 -- Turns up to $1 due steps into deliveries, in one statement, from the index of the next due time: each
 -- member's next step is queued (once per person and step: the unique key of the ledger), and the member moves
 -- on to the step after it, or completes the sequence. SKIP LOCKED: workers sweep side by side. Members of a
--- paused sequence wait where they are.
-WITH due AS (
+-- paused sequence wait where they are. The clock is read once (`tick`), not for each row.
+WITH tick AS MATERIALIZED (
+    SELECT newsletter_now() AS now
+), due AS (
     SELECT m.sequence_id, m.subscriber_id, m.steps_sent
     FROM sequence_members AS m
-    WHERE m.status = 'active' AND m.next_due_at <= newsletter_now()
+    WHERE m.status = 'active' AND m.next_due_at <= (SELECT now FROM tick)
       AND EXISTS (SELECT FROM sequences WHERE sequences.id = m.sequence_id AND sequences.status = 'active')
     ORDER BY m.next_due_at
     LIMIT $1
@@ -149,16 +151,15 @@ WITH due AS (
     INSERT INTO deliveries (kind, subscriber_id, list_id, recipient, next_attempt_at, step_id)
     SELECT 'sequence', work.subscriber_id, work.list_id, work.email, now(), work.step_id
     FROM work
-    ORDER BY work.sequence_id, work.subscriber_id
     ON CONFLICT (step_id, subscriber_id) WHERE step_id IS NOT NULL DO NOTHING
     RETURNING 1
 ), moved AS (
     UPDATE sequence_members AS m
     SET steps_sent = m.steps_sent + 1,
-        last_step_at = newsletter_now(),
-        next_due_at = newsletter_now() + make_interval(secs => work.next_delay),
+        last_step_at = tick.now,
+        next_due_at = tick.now + make_interval(secs => work.next_delay),
         status = CASE WHEN work.next_delay IS NULL THEN 'completed' ELSE 'active' END
-    FROM work
+    FROM work, tick
     WHERE m.sequence_id = work.sequence_id AND m.subscriber_id = work.subscriber_id
 ), completed AS (
     INSERT INTO events (type, address, data)
