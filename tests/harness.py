@@ -305,6 +305,16 @@ class TestApp:
         await self.worker.sweep_sequences()
         return await self.worker.drain()
 
+    async def events_settled(self, timeout: float = 60) -> None:
+        """Wait until every event is behind the horizon the event cursor reads up to: the transactions of the
+        server that began before the last event's (on a shared server, another database's too) have ended."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await self.pool.fetchval(
+            "SELECT coalesce(max(txid) < pg_snapshot_xmin(pg_current_snapshot()), true) FROM events"
+        ):
+            assert asyncio.get_running_loop().time() < deadline, "a transaction of the server stayed open"
+            await asyncio.sleep(0.05)
+
     async def send_issue(
         self, subject: str = "News", markdown: str = "Hello", lists: Sequence[str] = ("default",)
     ) -> int:

@@ -73,6 +73,7 @@ async def test_a_welcome_sequence_sends_each_step_at_its_time_once(app: TestApp,
     detail = (await admin.get(f"/sequences/{sequence['id']}")).json()
     assert detail["members"] == {"active": 0, "completed": 1, "left": 0}
     assert [step["counts"] for step in detail["steps"]] == [{"waiting": 0, "queued": 0, "sent": 1}] * 3
+    await app.events_settled()
     events = (await admin.get("/events", type=["sequence.entered", "sequence.completed"])).json()["items"]
     assert [event["type"] for event in events] == ["sequence.entered", "sequence.completed"]
     assert events[0]["data"]["sequence_id"] == sequence["id"]
