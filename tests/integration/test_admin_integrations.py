@@ -3,10 +3,8 @@ against the real server, a real receiver that verifies every signature, and the 
 
 from __future__ import annotations
 
-import asyncio
 import html
 import re
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,16 +13,11 @@ import pytest
 from newsletter.services.integrations import webhooks
 from tests.admin import AdminBrowser, create_admin, signed_in
 from tests.harness import SMTPServer, TestApp, add_confirmed, spawn_app
+from tests.integration.test_webhook_endpoints import HOOK_SETTINGS
 from tests.receiver import Answer, Receiver, running_receiver
 
 pytestmark = pytest.mark.asyncio
 
-HOOK_SETTINGS: dict[str, Any] = {
-    "webhook_allow_private": True,  # the receiver is on loopback
-    "webhook_retry_base_seconds": 0.05,
-    "webhook_retry_max_seconds": 0.2,
-    "webhook_timeout_seconds": 1,
-}
 SECRET = re.compile(r'<code class="secret" id="signing-secret">([^<]+)</code>')
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
 ATTEMPT_ROW = re.compile(
@@ -67,17 +60,6 @@ async def _create(
     endpoint_id = re.search(r'action="/admin/webhooks/(\d+)/test"', created.text)
     assert endpoint_id is not None
     return int(endpoint_id[1]), created.text
-
-
-async def _settled(app: TestApp, timeout: float = 60) -> None:
-    """Wait until every event is behind the horizon a replay reads up to: the transactions of the server that
-    began before the last event's (on a shared server, another database's too) have ended."""
-    deadline = time.monotonic() + timeout
-    while not await app.pool.fetchval(
-        "SELECT max(txid) < pg_snapshot_xmin(pg_current_snapshot()) FROM events"
-    ):
-        assert time.monotonic() < deadline, "a transaction of the server stayed open"
-        await asyncio.sleep(0.05)
 
 
 async def _state(app: TestApp, endpoint_id: int) -> dict[str, Any]:
@@ -244,7 +226,7 @@ async def test_events_after_an_id_are_replayed_from_the_page(
     await app.webhooks.drain()
     first, second, third = receiver.received
     receiver.received.clear()
-    await _settled(app)
+    await app.events_settled()
 
     replayed = await browser.post(f"/admin/webhooks/{endpoint_id}/replay", {"after": str(first.event["id"])})
     assert (

@@ -122,6 +122,7 @@ class Queries:
     sequence_members_page: str
     sequence_enroll: str
     sequence_sweep: str
+    members_lock: str
     step_contents: str
     import_enters_sequences: str
     # subscribers.sql

@@ -1,9 +1,13 @@
 -- Automations (SPEC section 12): a sequence belongs to a list and sends its steps, in order, to each person who
 -- enters it, each step `delay_seconds` after entering (the first) or after the step before. A welcome email is a
 -- sequence of one step without delay.
+--
+-- The references to lists and subscribers are kept as those of subscriptions are (migration 0010), by statement
+-- triggers rather than foreign keys: a deletion or a TRUNCATE of either takes the sequences and members along,
+-- and an import or enrollment of a million people pays one query, not one per row.
 CREATE TABLE sequences (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    list_id bigint NOT NULL REFERENCES lists ON DELETE CASCADE,
+    list_id bigint NOT NULL,
     name text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
     status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'paused')),
     created_at timestamptz NOT NULL DEFAULT now(),
@@ -27,10 +31,10 @@ CREATE TABLE sequence_steps (
 );
 
 -- Who is where: `steps_sent` steps queued so far; while active, the next one is due at `next_due_at` (none:
--- no step is written yet past those sent). Erasing a person deletes their rows (the cascade).
+-- no step is written yet past those sent). Erasing a person deletes their rows (a trigger below).
 CREATE TABLE sequence_members (
     sequence_id bigint NOT NULL REFERENCES sequences ON DELETE CASCADE,
-    subscriber_id bigint NOT NULL REFERENCES subscribers ON DELETE CASCADE,
+    subscriber_id bigint NOT NULL,
     status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'completed', 'left')),
     steps_sent integer NOT NULL DEFAULT 0,
     entered_at timestamptz NOT NULL DEFAULT newsletter_now(),
@@ -176,3 +180,50 @@ $$;
 CREATE TRIGGER subscribers_changed_sequences AFTER UPDATE ON subscribers
     REFERENCING NEW TABLE AS changed OLD TABLE AS previous
     FOR EACH STATEMENT EXECUTE FUNCTION subscribers_leave_sequences();
+
+-- The references. A list's sequences go with it; people go with their subscriber. Members are only written from
+-- subscriptions, under the lock that makes deleting subscribers wait for them (migration 0010), and so is an
+-- enrollment (services/automations/sequences.py).
+CREATE FUNCTION lists_delete_sequences() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM sequences WHERE list_id IN (SELECT id FROM removed);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER lists_delete_sequences AFTER DELETE ON lists REFERENCING OLD TABLE AS removed
+    FOR EACH STATEMENT EXECUTE FUNCTION lists_delete_sequences();
+
+CREATE FUNCTION subscribers_forget_sequences() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM removed) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_advisory_xact_lock(1937072755, 0);
+    DELETE FROM sequence_members WHERE subscriber_id IN (SELECT id FROM removed);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER subscribers_forget_sequences AFTER DELETE ON subscribers REFERENCING OLD TABLE AS removed
+    FOR EACH STATEMENT EXECUTE FUNCTION subscribers_forget_sequences();
+
+CREATE FUNCTION truncate_sequence_members() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE sequence_members;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER subscribers_truncate_sequences AFTER TRUNCATE ON subscribers
+    FOR EACH STATEMENT EXECUTE FUNCTION truncate_sequence_members();
+
+CREATE FUNCTION truncate_sequences() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE sequences CASCADE;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER lists_truncate_sequences AFTER TRUNCATE ON lists
+    FOR EACH STATEMENT EXECUTE FUNCTION truncate_sequences();

@@ -1,5 +1,8 @@
 -- name: sequence_create
-INSERT INTO sequences (list_id, name, status) VALUES ($1, $2, $3) RETURNING id;
+-- The list locked as a foreign key would: one being deleted meanwhile is waited for, and then not found.
+INSERT INTO sequences (list_id, name, status)
+SELECT id, $2, $3 FROM lists WHERE id = $1 FOR KEY SHARE
+RETURNING id;
 
 -- name: sequences_read
 -- $1 a sequence id, or NULL for every sequence. Counts come from the primary key's index of the members.
@@ -96,7 +99,7 @@ LIMIT $5;
 
 -- name: sequence_enroll
 -- The list's confirmed people who may be mailed enter the sequence; members (also those who left) stay
--- where they are.
+-- where they are. Run after `members_lock`, so that people deleted meanwhile are not enrolled.
 WITH sequence AS (
     SELECT id, list_id FROM sequences WHERE id = $1
 ), entered AS (
@@ -171,6 +174,11 @@ WITH tick AS MATERIALIZED (
     ORDER BY work.sequence_id, work.subscriber_id
 )
 SELECT (SELECT count(*) FROM due) AS due, (SELECT count(*) FROM queued) AS queued;
+
+-- name: members_lock
+-- Taken before members are written outside a subscription's statement: deleting subscribers waits for it
+-- (migration 0010), and the next statement sees what such a deletion committed.
+SELECT pg_advisory_xact_lock_shared(1937072755, 0);
 
 -- name: step_contents
 SELECT id, subject, html, text_body, updated_at FROM sequence_steps WHERE id = ANY($1::bigint[]);

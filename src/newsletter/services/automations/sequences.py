@@ -108,6 +108,8 @@ async def create_sequence(
         except NotFound as error:
             raise Invalid(f"list: {error}") from None
         sequence_id = await conn.fetchval(Q.sequence_create, list_id, name, status)
+        if sequence_id is None:
+            raise Invalid(f"list: list {list_slug!r} does not exist")
         return await get_sequence(db, sequence_id)
 
 
@@ -187,6 +189,7 @@ async def members(
 async def enroll(db: Database, sequence_id: int) -> dict[str, Any]:
     """The list's confirmed people enter the sequence (members already in it stay where they are)."""
     async with db.transaction() as conn:
+        await conn.execute(Q.members_lock)
         row = await conn.fetchrow(Q.sequence_enroll, sequence_id)
     assert row is not None
     if not row["found"]:
