@@ -226,6 +226,7 @@ async def test_an_endpoint_failing_for_days_is_given_up_on_and_turned_off(
 
     off = (await admin.get(f"/webhooks/{endpoint['id']}")).json()
     assert off["active"] is False and off["disabled_reason"] == "failing for 72 hours"
+    await app.events_settled()
     assert (await admin.get("/events", type="webhook.disabled")).json()["items"]
     assert await app.pool.fetchval("SELECT status FROM webhook_deliveries") == "failed"
 
