@@ -46,7 +46,8 @@ CREATE TABLE sequence_members (
 );
 -- The sweep reads only what is due, from this index: an idle sequence costs nothing.
 CREATE INDEX sequence_members_due ON sequence_members (next_due_at) WHERE status = 'active';
-CREATE INDEX sequence_members_subscriber ON sequence_members (subscriber_id);
+-- No index of the subscriber: every sweep moves members to their next due time, and an index is paid for by
+-- each of those updates. A person's rows are found through the primary key, for each sequence (they are few).
 
 -- A step's email is a delivery of its own kind; a person gets each step once: the unique key, not a check,
 -- makes sure (a fan-out's rows have no step and stay out of the index).
@@ -156,8 +157,8 @@ LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE sequence_members AS m
     SET status = 'left', left_at = newsletter_now(), left_reason = 'suppressed', next_due_at = NULL
-    FROM changed JOIN subscribers ON lower(subscribers.email) = lower(changed.email)
-    WHERE m.subscriber_id = subscribers.id AND m.status = 'active';
+    FROM changed JOIN subscribers ON lower(subscribers.email) = lower(changed.email), sequences
+    WHERE m.sequence_id = sequences.id AND m.subscriber_id = subscribers.id AND m.status = 'active';
     RETURN NULL;
 END
 $$;
@@ -171,9 +172,9 @@ LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE sequence_members AS m
     SET status = 'left', left_at = newsletter_now(), left_reason = 'blocklisted', next_due_at = NULL
-    FROM changed JOIN previous USING (id)
+    FROM changed JOIN previous USING (id), sequences
     WHERE changed.status = 'blocklisted' AND previous.status <> 'blocklisted'
-      AND m.subscriber_id = changed.id AND m.status = 'active';
+      AND m.sequence_id = sequences.id AND m.subscriber_id = changed.id AND m.status = 'active';
     RETURN NULL;
 END
 $$;
@@ -201,7 +202,9 @@ BEGIN
         RETURN NULL;
     END IF;
     PERFORM pg_advisory_xact_lock(1937072755, 0);
-    DELETE FROM sequence_members WHERE subscriber_id IN (SELECT id FROM removed);
+    DELETE FROM sequence_members AS m
+    USING sequences, removed
+    WHERE m.sequence_id = sequences.id AND m.subscriber_id = removed.id;
     RETURN NULL;
 END
 $$;

@@ -134,7 +134,7 @@ SELECT (SELECT count(*) FROM sequence) AS found, (SELECT count(*) FROM entered) 
 WITH tick AS MATERIALIZED (
     SELECT newsletter_now() AS now
 ), due AS (
-    SELECT m.sequence_id, m.subscriber_id, m.steps_sent
+    SELECT m.ctid AS row, m.sequence_id, m.subscriber_id, m.steps_sent
     FROM sequence_members AS m
     WHERE m.status = 'active' AND m.next_due_at <= (SELECT now FROM tick)
       AND EXISTS (SELECT FROM sequences WHERE sequences.id = m.sequence_id AND sequences.status = 'active')
@@ -142,7 +142,7 @@ WITH tick AS MATERIALIZED (
     LIMIT $1
     FOR NO KEY UPDATE OF m SKIP LOCKED
 ), work AS (
-    SELECT due.sequence_id, due.subscriber_id, step.id AS step_id, sequences.list_id, subscribers.email,
+    SELECT due.row, due.sequence_id, due.subscriber_id, step.id AS step_id, sequences.list_id, subscribers.email,
            next.delay_seconds AS next_delay
     FROM due
     JOIN sequences ON sequences.id = due.sequence_id
@@ -163,7 +163,8 @@ WITH tick AS MATERIALIZED (
         next_due_at = tick.now + make_interval(secs => work.next_delay),
         status = CASE WHEN work.next_delay IS NULL THEN 'completed' ELSE 'active' END
     FROM work, tick
-    WHERE m.sequence_id = work.sequence_id AND m.subscriber_id = work.subscriber_id
+    -- By the row's address: locked above, it cannot have moved (no index lookup for each member).
+    WHERE m.ctid = work.row
 ), completed AS (
     INSERT INTO events (type, address, data)
     SELECT 'sequence.completed', lower(work.email),
