@@ -305,6 +305,23 @@ class TestApp:
         await self.worker.sweep_sequences()
         return await self.worker.drain()
 
+    async def tables_holding(self, *needles: str) -> list[str]:
+        """The tables with a row holding any of `needles` in any column ("table: needle")."""
+        tables = await self.pool.fetch(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        )
+        found = []
+        for table in tables:
+            name = table["table_name"]
+            for needle in needles:
+                hits = await self.pool.fetchval(
+                    f'SELECT count(*) FROM "{name}" AS t WHERE t::text ILIKE $1', f"%{needle}%"
+                )
+                if hits:
+                    found.append(f"{name}: {needle}")
+        return found
+
     async def events_settled(self, timeout: float = 60) -> None:
         """Wait until every event is behind the horizon the event cursor reads up to: the transactions of the
         server that began before the last event's (on a shared server, another database's too) have ended."""

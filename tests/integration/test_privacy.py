@@ -37,23 +37,6 @@ async def _person_with_history(app: TestApp, admin: AdminClient) -> tuple[int, i
     return subscriber_id, issue["id"]
 
 
-async def _tables_holding(app: TestApp, *needles: str) -> list[str]:
-    tables = await app.pool.fetch(
-        "SELECT table_name FROM information_schema.tables "
-        "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
-    )
-    found = []
-    for table in tables:
-        name = table["table_name"]
-        for needle in needles:
-            hits = await app.pool.fetchval(
-                f'SELECT count(*) FROM "{name}" AS t WHERE t::text ILIKE $1', f"%{needle}%"
-            )
-            if hits:
-                found.append(f"{name}: {needle}")
-    return found
-
-
 async def test_export_returns_everything_held(app: TestApp, admin: AdminClient) -> None:
     subscriber_id, issue_id = await _person_with_history(app, admin)
 
@@ -71,13 +54,13 @@ async def test_export_returns_everything_held(app: TestApp, admin: AdminClient) 
 
 async def test_erasing_leaves_no_trace_and_issue_counts_unchanged(app: TestApp, admin: AdminClient) -> None:
     subscriber_id, issue_id = await _person_with_history(app, admin)
-    assert await _tables_holding(app, ADDRESS, NAME), "the person's data is in the database before"
+    assert await app.tables_holding(ADDRESS, NAME), "the person's data is in the database before"
     counts_before = (await admin.get(f"/issues/{issue_id}")).json()["counts"]
 
     response = await admin.delete(f"/subscribers/{subscriber_id}")
 
     assert response.status_code == 204
-    assert await _tables_holding(app, ADDRESS, NAME, "zelda") == []
+    assert await app.tables_holding(ADDRESS, NAME, "zelda") == []
     assert (await admin.get(f"/issues/{issue_id}")).json()["counts"] == counts_before
     assert counts_before["sent"] == 4
     assert (await admin.get(f"/subscribers/{subscriber_id}")).status_code == 404
@@ -97,7 +80,7 @@ async def test_unconfirmed_signups_older_than_the_limit_are_purged(app: TestApp)
 
     remaining = {row["email"] for row in await app.pool.fetch("SELECT email FROM subscribers")}
     assert remaining == {"fresh@example.com", confirmed}
-    assert await _tables_holding(app, "stale@example.com", "Stale Person") == []
+    assert await app.tables_holding("stale@example.com", "Stale Person") == []
 
 
 async def test_erasing_also_forgets_bounces_and_complaints(app: TestApp, admin: AdminClient) -> None:
@@ -112,7 +95,7 @@ async def test_erasing_also_forgets_bounces_and_complaints(app: TestApp, admin: 
 
     assert (await admin.delete(f"/subscribers/{subscriber_id}")).status_code == 204
 
-    assert await _tables_holding(app, ADDRESS, NAME) == []
+    assert await app.tables_holding(ADDRESS, NAME) == []
 
 
 async def _columns_holding(app: TestApp, *needles: str) -> list[str]:

@@ -140,6 +140,7 @@ async def test_people_leave_when_suppressed_blocklisted_or_erased(
     if how == "erased":
         assert members == []
         assert await app.pool.fetchval("SELECT count(*) FROM sequence_members") == 0
+        assert await app.tables_holding("ada@example.com") == [], "nothing of the person in any column"
     else:
         assert [(m["status"], m["left_reason"]) for m in members] == [("left", how)]
 
