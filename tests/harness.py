@@ -305,6 +305,17 @@ class TestApp:
         await self.worker.sweep_sequences()
         return await self.worker.drain()
 
+    async def metric(self, name: str, **labels: str) -> float:
+        """A sample of `/metrics` (0 when the series is not there)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = (await self.client.get("/metrics")).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return 0.0
+
     async def tables_holding(self, *needles: str) -> list[str]:
         """The tables with a row holding any of `needles` in any column ("table: needle")."""
         tables = await self.pool.fetch(

@@ -405,22 +405,11 @@ async def test_the_worker_loop_sends_the_welcome_within_seconds(app: TestApp, ad
         await running
 
 
-async def _metric(app: TestApp, name: str, **labels: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = (await app.client.get("/metrics")).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
-
-
 async def test_the_metrics_count_steps_queued_and_sent_and_events_written(
     app: TestApp, admin: AdminClient
 ) -> None:
-    queued = await _metric(app, "newsletter_sequence_steps_queued_total")
-    sent = await _metric(app, "newsletter_deliveries_total", kind="sequence", status="sent")
+    queued = await app.metric("newsletter_sequence_steps_queued_total")
+    sent = await app.metric("newsletter_deliveries_total", kind="sequence", status="sent")
     await _welcome(admin)
     await add_confirmed(app.pool, 3)
     sequence_id = (await admin.get("/sequences")).json()[0]["id"]
@@ -429,7 +418,7 @@ async def test_the_metrics_count_steps_queued_and_sent_and_events_written(
     await app.run_sequences()
     await app.worker.housekeeping()
 
-    assert await _metric(app, "newsletter_sequence_steps_queued_total") == queued + 3
-    assert await _metric(app, "newsletter_deliveries_total", kind="sequence", status="sent") == sent + 3
+    assert await app.metric("newsletter_sequence_steps_queued_total") == queued + 3
+    assert await app.metric("newsletter_deliveries_total", kind="sequence", status="sent") == sent + 3
     last_event = await app.pool.fetchval("SELECT max(id) FROM events")
-    assert await _metric(app, "newsletter_events_written") == last_event
+    assert await app.metric("newsletter_events_written") == last_event
