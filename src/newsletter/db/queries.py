@@ -159,8 +159,7 @@ class Queries:
     webhook_attempts_page: str
     webhook_test: str
     webhook_replay: str
-    webhook_claim: str
-    webhook_record: str
+    webhook_settle: str
     webhook_reclaim: str
     webhook_give_up: str
     webhook_trim: str

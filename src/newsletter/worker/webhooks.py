@@ -76,6 +76,56 @@ class GuardedResolver(AbstractResolver):
         await self._resolver.close()
 
 
+def retryable(error: BaseException) -> bool:
+    """The database is away, or rolled the transaction back (a deadlock between two workers' records): the
+    same statements can succeed later. Anything else would fail again."""
+    if not isinstance(error, DATABASE_ERRORS):
+        return False
+    sqlstate = getattr(error, "sqlstate", None) or ""
+    return is_unavailable(error) or sqlstate.startswith("40")
+
+
+class Flight:
+    """What a dispatcher holds: requests on the wire, and their outcomes until they are recorded."""
+
+    def __init__(self, dispatcher: WebhookDispatcher) -> None:
+        self._dispatcher = dispatcher
+        self._requests: set[asyncio.Task[Attempt]] = set()
+        self.outcomes: list[Attempt] = []
+        self.arrived = asyncio.Event()
+
+    @property
+    def sending(self) -> int:
+        """Deliveries claimed and not yet recorded: each takes a slot."""
+        return len(self._requests) + len(self.outcomes)
+
+    def start(self, row: asyncpg.Record) -> None:
+        request = asyncio.create_task(self._dispatcher.attempt(row))
+        self._requests.add(request)
+        request.add_done_callback(self._landed)
+
+    def _landed(self, request: asyncio.Task[Attempt]) -> None:
+        self._requests.discard(request)
+        if request.cancelled():
+            return
+        # attempt() turns every failure of the request into an outcome: anything else is a bug, logged; the
+        # delivery's lease is reclaimed when it expires.
+        if (error := request.exception()) is not None:
+            log.error("webhook attempt failed unexpectedly", exc_info=error)
+            return
+        self.outcomes.append(request.result())
+        self.arrived.set()
+
+    def take(self) -> list[Attempt]:
+        taken, self.outcomes = self.outcomes, []
+        return taken
+
+    async def landed(self) -> None:
+        """Wait for every request on the wire to end."""
+        if self._requests:
+            await asyncio.wait(self._requests)
+
+
 class WebhookDispatcher:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
@@ -94,59 +144,73 @@ class WebhookDispatcher:
         self._next_trim = 0.0
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Deliver until `stopping` is set; requests in flight are finished and recorded first."""
+        """Deliver until `stopping` is set; requests in flight are finished and recorded first.
+
+        One loop talks to the database while the requests go on: each turn records the outcomes that came in
+        since the last turn and claims as many deliveries as there are free slots, in one transaction. A slot
+        is held until its outcome is recorded (the claim counts an endpoint's `sending` rows against its
+        limit), so the sooner it is recorded, the sooner it is refilled: turns follow one another as long as
+        outcomes come in, each taking all that arrived during the one before (batches grow with the
+        database's latency), and one commit frees and refills the slots together.
+        """
         log.info("webhook dispatcher started", concurrency=self.settings.webhook_concurrency)
         listener = asyncio.create_task(self._listen(stopping))
         keeper = asyncio.create_task(self._keep_house(stopping))
-        in_flight: set[asyncio.Task[Attempt]] = set()
+        flight = Flight(self)
         try:
             while not stopping.is_set():
                 try:
-                    await self._step(in_flight, stopping)
-                except DATABASE_ERRORS as error:
-                    log.warning("webhooks: database unavailable, retrying", error=str(error))
+                    await self._turn(flight, stopping)
+                except Exception as error:
+                    if retryable(error):
+                        # The outcomes stay, to be recorded at the next turn (a late record is harmless: it
+                        # only settles a delivery still leased by the attempt that made it).
+                        log.warning("webhooks: database unavailable, retrying", error=str(error))
+                    else:
+                        flight.take()
+                        log.exception("webhook dispatch failed; its leases will be reclaimed")
                     await sleep_unless(stopping, 1.0)
-                except Exception:
-                    log.exception("webhook dispatch failed; its leases will be reclaimed")
-                    await sleep_unless(stopping, 1.0)
-            if in_flight:
-                done, _ = await asyncio.wait(in_flight)
-                await self._record([task.result() for task in done])
+            await flight.landed()
+            await self._record(flight.take())
         finally:
             await asyncio.gather(listener, keeper)
             await self.close()
             log.info("webhook dispatcher stopped")
 
-    async def _step(self, in_flight: set[asyncio.Task[Attempt]], stopping: asyncio.Event) -> None:
-        """Claim what there is room for, then wait for a request to finish (or for news) and record."""
+    async def _turn(self, flight: Flight, stopping: asyncio.Event) -> None:
+        """Record what came in and claim what there is room for, then wait for news (none if outcomes came in
+        meanwhile)."""
         self._wake.clear()
-        free = self.settings.webhook_concurrency - len(in_flight)
-        if free > 0:
-            for row in await self._claim(free):
-                in_flight.add(asyncio.create_task(self.attempt(row)))
-        waiters: set[asyncio.Future[Any]] = set(in_flight)
-        woken = asyncio.create_task(self._wake.wait())
-        stopped = asyncio.create_task(stopping.wait())
+        flight.arrived.clear()
+        outcomes = list(flight.outcomes)
+        # The slots of the outcomes recorded now are free for this claim.
+        room = self.settings.webhook_concurrency - flight.sending + len(outcomes)
+        rows = await self._settle(outcomes, room)
+        # Dropped only once recorded: if the transaction failed, they are recorded at the next turn.
+        del flight.outcomes[: len(outcomes)]
+        for row in rows:
+            flight.start(row)
+        # The next turn is for outcomes that came in meanwhile, or for news of work: a turn with neither would
+        # claim nothing (the claim just took what there was room for).
+        waiters = {
+            asyncio.create_task(flight.arrived.wait()),
+            asyncio.create_task(self._wake.wait()),
+            asyncio.create_task(stopping.wait()),
+        }
         try:
             await asyncio.wait(
-                {*waiters, woken, stopped},
-                timeout=self.settings.poll_interval_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
+                waiters, timeout=self.settings.poll_interval_seconds, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
-            woken.cancel()
-            stopped.cancel()
-        done = {task for task in in_flight if task.done()}
-        if done:
-            in_flight.difference_update(done)
-            await self._record([task.result() for task in done])
+            for waiter in waiters:
+                waiter.cancel()
 
     async def drain(self) -> int:
         """Deliver everything due now; for tests and one-off runs."""
         total = 0
-        while rows := await self._claim(self.settings.webhook_concurrency):
+        attempts: list[Attempt] = []
+        while rows := await self._settle(attempts, self.settings.webhook_concurrency):
             attempts = await asyncio.gather(*(self.attempt(row) for row in rows))
-            await self._record(attempts)
             total += len(rows)
         return total
 
@@ -154,11 +218,6 @@ class WebhookDispatcher:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    async def _claim(self, limit: int) -> list[asyncpg.Record]:
-        return await self.db.fetch(
-            Q.webhook_claim, limit, self.settings.webhook_endpoint_concurrency, self._lease
-        )
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -253,40 +312,54 @@ class WebhookDispatcher:
         if address is not None and (reason := refused_address(address)) is not None:
             raise RefusedTarget(reason)
 
+    async def _settle(self, attempts: list[Attempt], room: int) -> list[asyncpg.Record]:
+        """Record `attempts` and claim up to `room` due deliveries, in one statement (Q.webhook_settle): one
+        round trip and one commit for both, and the slots that the recorded attempts held are free for the
+        claim."""
+        rows = await self.db.fetch(
+            Q.webhook_settle,
+            [a.row["id"] for a in attempts],
+            [a.row["attempts"] for a in attempts],
+            [a.delivered for a in attempts],
+            [a.status_code for a in attempts],
+            [a.error for a in attempts],
+            [a.delay for a in attempts],
+            [a.duration_ms for a in attempts],
+            [a.down for a in attempts],
+            self.settings.webhook_give_up_hours,
+            self.settings.webhook_disable_after_hours,
+            [a.final for a in attempts],
+            [a.gone for a in attempts],
+            room,
+            self.settings.webhook_endpoint_concurrency,
+            self._lease,
+        )
+        if attempts:
+            self._count(attempts, rows[0])
+        # Nothing claimed: the one row there is carries only what the record found.
+        return [row for row in rows if row["id"] is not None]
+
     async def _record(self, attempts: list[Attempt]) -> None:
-        """Write the outcomes, retrying while the database is away: an unrecorded delivery is sent again."""
-        if not attempts:
-            return
+        """Write the last outcomes, retrying while the database is away: an unrecorded delivery is sent
+        again."""
         deadline = time.monotonic() + LEASE_MARGIN_SECONDS
-        while True:
+        while attempts:
             try:
-                row = await self.db.fetchrow(
-                    Q.webhook_record,
-                    [a.row["id"] for a in attempts],
-                    [a.row["attempts"] for a in attempts],
-                    [a.delivered for a in attempts],
-                    [a.status_code for a in attempts],
-                    [a.error for a in attempts],
-                    [a.delay for a in attempts],
-                    [a.duration_ms for a in attempts],
-                    [a.down for a in attempts],
-                    self.settings.webhook_give_up_hours,
-                    self.settings.webhook_disable_after_hours,
-                    [a.final for a in attempts],
-                    [a.gone for a in attempts],
-                )
-                break
+                await self._settle(attempts, 0)
+                return
             except DATABASE_ERRORS as error:
                 if not is_unavailable(error) or time.monotonic() > deadline:
                     raise
                 log.warning("cannot record webhook attempts yet, retrying", error=str(error))
                 await asyncio.sleep(0.5)
-        assert row is not None
+
+    def _count(self, attempts: list[Attempt], recorded: asyncpg.Record) -> None:
         delivered = sum(a.delivered for a in attempts)
+        failed = recorded["failed"]
         telemetry.WEBHOOK_ATTEMPTS.labels(outcome="delivered").inc(delivered)
-        telemetry.WEBHOOK_ATTEMPTS.labels(outcome="failed").inc(row["failed"])
-        telemetry.WEBHOOK_ATTEMPTS.labels(outcome="retried").inc(len(attempts) - delivered - row["failed"])
-        for url in row["turned_off"]:
+        telemetry.WEBHOOK_ATTEMPTS.labels(outcome="failed").inc(failed)
+        telemetry.WEBHOOK_ATTEMPTS.labels(outcome="retried").inc(len(attempts) - delivered - failed)
+        for url in recorded["turned_off"]:
             log.warning("webhook endpoint turned off", url=url)
         failures = [a for a in attempts if not a.delivered]
         if failures:

@@ -91,52 +91,33 @@ WITH endpoint AS (
 SELECT EXISTS (SELECT FROM endpoint) AS found, (SELECT count(*) FROM queued) AS queued,
        (SELECT count(*) FROM woken) AS woken;
 
--- name: webhook_claim
--- Takes due deliveries under a lease of $3 seconds: at most $1 in all and, counting those already in
--- flight, at most $2 per endpoint, oldest event first. Endpoints that are off or waiting after a failure are
+-- name: webhook_settle
+-- One turn of the dispatcher, in one statement (one round trip, one commit): records a batch of attempts,
+-- then claims what there is room for. The slots of the attempts recorded here are free for the claim, and
+-- the endpoints they found down or gone get nothing.
+--
+-- The record. A delivery is only settled by the attempt that claimed it (a worker whose lease expired
+-- cannot overwrite a newer attempt). It is delivered, waits $6 seconds for another attempt, or has failed
+-- for good: $11 says so (the endpoint answered 410 Gone, the event was trimmed), or the event is older than
+-- $9 hours. An endpoint with a success in the batch is well again; one without is failing (since its first
+-- failure); one that is down ($8: no answer, a timeout, a 5xx, a 429) gets nothing more until its wait is
+-- over; one gone, or failing for $10 hours, is turned off, with an event. $1 ids, $2 attempts, $3 delivered,
+-- $4 HTTP statuses, $5 errors, $6 delays, $7 durations (ms), $8 whether the endpoint is down, $9 give-up
+-- hours, $10 hours of failure that turn an endpoint off, $11 whether the delivery has failed for good, $12
+-- whether the endpoint is gone.
+--
+-- The claim. Takes due deliveries under a lease of $15 seconds: at most $13 in all and, counting those in
+-- flight, at most $14 per endpoint, oldest event first. Endpoints that are off or waiting after a failure are
 -- passed over. An endpoint's row is locked (SKIP LOCKED) while this runs, so that two workers claiming at
 -- once cannot both fill its share. Each claim counts as an attempt. The picked rows are joined rather than
 -- listed in an array: with `id = ANY (array) AND status = 'queued'` the planner could AND the primary key's
 -- lookups with a scan of the whole partial index of waiting rows, a cost that grew with the queue (2.6 ms of
 -- a 3.6 ms claim with 100,000 waiting, before they were analyzed).
-WITH open AS (
-    SELECT id FROM webhook_endpoints
-    WHERE active AND (retry_at IS NULL OR retry_at <= newsletter_now())
-    ORDER BY random()
-    FOR NO KEY UPDATE SKIP LOCKED
-), picked AS (
-    SELECT waiting.id
-    FROM open,
-         LATERAL (SELECT d.id FROM webhook_deliveries AS d
-                  WHERE d.endpoint_id = open.id AND d.status = 'queued' AND d.next_attempt_at <= newsletter_now()
-                  ORDER BY d.event_id
-                  LIMIT greatest(0, $2 - (SELECT count(*) FROM webhook_deliveries AS s
-                                          WHERE s.endpoint_id = open.id AND s.status = 'sending'))) AS waiting
-    LIMIT $1
-), claimed AS (
-    UPDATE webhook_deliveries AS d
-    SET status = 'sending', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $3)
-    FROM picked
-    WHERE d.id = picked.id AND d.status = 'queued'
-    RETURNING d.id, d.endpoint_id, d.event_id, d.attempts
-)
-SELECT claimed.id, claimed.endpoint_id, claimed.event_id, claimed.attempts, endpoint.url, endpoint.secret,
-       events.type, events.created_at, events.data
-FROM claimed
-JOIN webhook_endpoints AS endpoint ON endpoint.id = claimed.endpoint_id
-LEFT JOIN events ON events.id = claimed.event_id
-ORDER BY claimed.endpoint_id, claimed.event_id;
-
--- name: webhook_record
--- Settles a batch of attempts in one statement, and each endpoint with them. A delivery is only settled by
--- the attempt that claimed it (a worker whose lease expired cannot overwrite a newer attempt). It is
--- delivered, waits $6 seconds for another attempt, or has failed for good: $11 says so (the endpoint
--- answered 410 Gone, the event was trimmed), or the event is older than $9 hours. An endpoint with a success in the batch is well again; one without
--- is failing (since its first failure); one that is down ($8: no answer, a timeout, a 5xx, a 429) gets
--- nothing more until its wait is over; one gone, or failing for $10 hours, is turned off, with an event.
--- $1 ids, $2 attempts, $3 delivered, $4 HTTP statuses, $5 errors, $6 delays, $7 durations (ms), $8 whether
--- the endpoint is down, $9 give-up hours, $10 hours of failure that turn an endpoint off, $11 whether the
--- delivery has failed for good, $12 whether the endpoint is gone.
+--
+-- Every part of a statement sees the database as it was when the statement began: the claim counts the
+-- rows settled here out of the `sending` ones itself, and never sees the rows put back to wait (their
+-- `next_attempt_at` is ahead anyway). One row comes back even when nothing is claimed (claim columns NULL),
+-- with what the record found: how many failed for good, the endpoints turned off.
 WITH outcome AS (
     SELECT *
     FROM unnest($1::bigint[], $2::integer[], $3::boolean[], $4::integer[], $5::text[], $6::float8[],
@@ -163,6 +144,7 @@ WITH outcome AS (
     SELECT endpoint_id, id, event_id, duration_ms, status_code, error FROM settled ORDER BY id
 ), per_endpoint AS (
     SELECT settled.endpoint_id,
+           count(*) AS settled,
            bool_or(settled.delivered) AS well,
            max(settled.delay) FILTER (WHERE settled.down AND NOT settled.delivered) AS wait,
            bool_or(settled.gone) AS gone
@@ -188,6 +170,9 @@ WITH outcome AS (
         disabled_reason = coalesce(judged.turned_off, e.disabled_reason)
     FROM judged
     WHERE e.id = judged.endpoint_id
+      -- An endpoint that was well and stays so is left as it is: no new row version for every batch.
+      AND NOT (judged.well AND judged.wait IS NULL AND judged.turned_off IS NULL
+               AND e.failing_since IS NULL AND e.retry_at IS NULL)
     RETURNING e.id
 ), turned_off AS (
     INSERT INTO events (type, data)
@@ -196,11 +181,44 @@ WITH outcome AS (
     WHERE turned_off IS NOT NULL
     ORDER BY endpoint_id
     RETURNING data
+), open AS (
+    -- (An endpoint whose row the record changes above may be skipped by this lock: it is claimed for at the
+    -- next turn.)
+    SELECT e.id, coalesce(judged.settled, 0) AS settled
+    FROM webhook_endpoints AS e LEFT JOIN judged ON judged.endpoint_id = e.id
+    WHERE e.active AND (e.retry_at IS NULL OR e.retry_at <= newsletter_now())
+      AND judged.wait IS NULL AND judged.turned_off IS NULL
+      AND $13 > 0
+    ORDER BY random()
+    FOR NO KEY UPDATE OF e SKIP LOCKED
+), picked AS (
+    SELECT waiting.id
+    FROM open,
+         LATERAL (SELECT d.id FROM webhook_deliveries AS d
+                  WHERE d.endpoint_id = open.id AND d.status = 'queued' AND d.next_attempt_at <= newsletter_now()
+                  ORDER BY d.event_id
+                  LIMIT greatest(0, $14 + open.settled - (SELECT count(*) FROM webhook_deliveries AS s
+                                                          WHERE s.endpoint_id = open.id AND s.status = 'sending'))
+                 ) AS waiting
+    LIMIT $13
+), claimed AS (
+    UPDATE webhook_deliveries AS d
+    SET status = 'sending', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $15)
+    FROM picked
+    WHERE d.id = picked.id AND d.status = 'queued'
+    RETURNING d.id, d.endpoint_id, d.event_id, d.attempts
+), summary AS (
+    SELECT (SELECT count(*) FROM settled WHERE status = 'failed') AS failed,
+           (SELECT coalesce(array_agg(data ->> 'url'), '{}') FROM turned_off) AS turned_off
 )
-SELECT (SELECT count(*) FROM settled) AS settled,
-       (SELECT count(*) FROM settled WHERE status = 'failed') AS failed,
-       (SELECT count(*) FROM endpoints) AS endpoints,
-       (SELECT coalesce(array_agg(data ->> 'url'), '{}') FROM turned_off) AS turned_off;
+SELECT summary.failed, summary.turned_off,
+       claimed.id, claimed.endpoint_id, claimed.event_id, claimed.attempts, endpoint.url, endpoint.secret,
+       events.type, events.created_at, events.data
+FROM summary
+LEFT JOIN (claimed
+           JOIN webhook_endpoints AS endpoint ON endpoint.id = claimed.endpoint_id
+           LEFT JOIN events ON events.id = claimed.event_id) ON true
+ORDER BY claimed.endpoint_id, claimed.event_id;
 
 -- name: webhook_reclaim
 -- A worker that died holds leases that will never be settled: its deliveries wait again.
