@@ -147,11 +147,12 @@ class WebhookDispatcher:
         """Deliver until `stopping` is set; requests in flight are finished and recorded first.
 
         One loop talks to the database while the requests go on: each turn records the outcomes that came in
-        since the last turn and claims as many deliveries as there are free slots, in one transaction. A slot
+        since the last turn and claims as many deliveries as there are free slots, in one statement. A slot
         is held until its outcome is recorded (the claim counts an endpoint's `sending` rows against its
         limit), so the sooner it is recorded, the sooner it is refilled: turns follow one another as long as
         outcomes come in, each taking all that arrived during the one before (batches grow with the
-        database's latency), and one commit frees and refills the slots together.
+        database's latency), and one commit frees and refills the slots together. The limits stay the
+        database's to enforce, for all workers: what is leased is what is on the wire or not yet recorded.
         """
         log.info("webhook dispatcher started", concurrency=self.settings.webhook_concurrency)
         listener = asyncio.create_task(self._listen(stopping))
