@@ -142,7 +142,8 @@ def _content_args(step: StepContent) -> tuple[Any, ...]:
 
 
 async def add_step(db: Database, sequence_id: int, step: StepContent) -> dict[str, Any]:
-    """A step after the last; members who were sent every step so far wait for it from now on."""
+    """A step after the last: members who were sent every step so far get it its delay after their last one
+    (at once, if that is past)."""
     async with db.transaction() as conn:
         step_id = await conn.fetchval(Q.step_append, sequence_id, *_content_args(step))
         if step_id is None:
