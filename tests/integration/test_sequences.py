@@ -252,6 +252,10 @@ async def test_editing_a_step_changes_what_is_sent_from_then_on(app: TestApp, ad
     )
     assert changed.status_code == 200, changed.text
     assert changed.json()["markdown"] == "This is **Tips**.", "the content stays as it was written"
+    both = await admin.patch(
+        f"/sequences/{sequence['id']}/steps/{steps[1]['id']}", {"markdown": "x", "html": "<p>x</p>"}
+    )
+    assert both.status_code == 422 and "not both" in both.text
     await app.pass_time(DAY)
     await app.run_sequences()
 

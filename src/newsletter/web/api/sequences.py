@@ -168,7 +168,7 @@ async def patch_step(
     async def change(db: Database) -> dict[str, Any]:
         current = await sequences.get_step(db, sequence_id, step_id)
         given = body.model_dump(exclude_unset=True)
-        content: dict[str, Any] = {"markdown": given.get("markdown")}
+        content: dict[str, Any] = {key: given.get(key) for key in ("markdown", "html", "text")}
         if "markdown" not in given and not {"html", "text"} & given.keys():
             # The content stays as it was written: Markdown, or HTML and text.
             content = (
