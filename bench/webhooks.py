@@ -261,7 +261,7 @@ async def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], 
 
 
 async def newsletter_worker(
-    url: str, receiver: ReceiverProcess, secret: str, events: int, concurrency: int, log: Path
+    url: str, receiver: ReceiverProcess, secret: str, events: int, concurrency: int, log: Path, workers: int
 ) -> Phase:
     await receiver.reset(secret)
     conn = await asyncpg.connect(url)
@@ -274,15 +274,23 @@ async def newsletter_worker(
         NEWSLETTER_WEBHOOK_ENDPOINT_CONCURRENCY=str(concurrency),
     )
     log.write_bytes(b"")
-    with log.open("ab") as output:
-        worker = subprocess.Popen(
-            newsletter_command("worker"), env=env, stdout=output, stderr=subprocess.STDOUT
-        )
+    # `--workers` processes share the endpoint's limit of requests in flight (counted in the database).
+    logs = [log.with_suffix(f".{n}.log") if n else log for n in range(workers)]
+    started = []
+    for worker_log in logs:
+        worker_log.write_bytes(b"")
+        with worker_log.open("ab") as output:
+            started.append(
+                subprocess.Popen(
+                    newsletter_command("worker"), env=env, stdout=output, stderr=subprocess.STDOUT
+                )
+            )
     try:
-        await wait_for_line(log, "webhook dispatcher started", worker)
-        await asyncio.sleep(0.5)  # its NOTIFY listener is up
+        for worker, worker_log in zip(started, logs, strict=True):
+            await wait_for_line(worker_log, "webhook dispatcher started", worker)
+        await asyncio.sleep(0.5)  # their NOTIFY listeners are up
         ticks = machine_ticks()
-        cpu = process_cpu(worker.pid)
+        cpu = sum(process_cpu(worker.pid) for worker in started)
         began = time.perf_counter()
         await conn.execute(EVENTS_SQL, events)
         committed: datetime = await conn.fetchval("SELECT clock_timestamp()")
@@ -291,12 +299,12 @@ async def newsletter_worker(
         while (await receiver.stats())["unique"] < events or await conn.fetchval(
             "SELECT EXISTS (SELECT FROM webhook_deliveries WHERE status IN ('queued', 'sending'))"
         ):
-            assert worker.poll() is None, f"the worker exited; see {log}"
+            assert all(worker.poll() is None for worker in started), f"a worker exited; see {log}"
             if time.monotonic() > deadline:
                 counts = await conn.fetch("SELECT status, count(*) FROM webhook_deliveries GROUP BY status")
                 raise AssertionError(f"not delivered in time: {[tuple(row) for row in counts]}")
             await asyncio.sleep(0.25)
-        sender_cpu = process_cpu(worker.pid) - cpu
+        sender_cpu = sum(process_cpu(worker.pid) for worker in started) - cpu
         busy = busy_since(ticks)
         ledger = await conn.fetchrow(
             "SELECT count(*) AS rows, count(*) FILTER (WHERE status = 'delivered') AS delivered,"
@@ -306,15 +314,18 @@ async def newsletter_worker(
         seconds = (ledger["last"] - committed).total_seconds()
         stats = await receiver.stats()
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+        for worker in started:
+            worker.terminate()
+        for worker in started:
+            worker.wait(timeout=60)
         await conn.close()
     notes = (
         f"insert of the {events:,} events and their deliveries: {inserted:.2f} s; ledger: "
         f"{ledger['delivered']:,}/{ledger['rows']:,} delivered, {ledger['attempts']:,} attempts"
     )
     assert ledger["rows"] == ledger["delivered"] == events, notes
-    return Phase("newsletter worker", seconds, events, stats, sender_cpu, busy, notes)
+    name = "newsletter worker" + (f" x{workers}" if workers > 1 else "")
+    return Phase(name, seconds, events, stats, sender_cpu, busy, notes)
 
 
 def report(phases: list[Phase], events: int, concurrency: int) -> None:
@@ -330,7 +341,7 @@ def report(phases: list[Phase], events: int, concurrency: int) -> None:
         if phase.notes:
             print(f"  {'':19} {phase.notes}")
     by_name = {phase.name: phase for phase in phases}
-    product = by_name.get("newsletter worker")
+    product = next((phase for phase in phases if phase.name.startswith("newsletter worker")), None)
     if product is not None:
         for baseline in ("bare httpx", "bare aiohttp"):
             if baseline in by_name:
@@ -352,6 +363,7 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight, for every client")
     parser.add_argument("--only", choices=["httpx", "aiohttp", "newsletter"], action="append")
+    parser.add_argument("--workers", type=int, default=1, help="newsletter worker processes (scale-out)")
     parser.add_argument("--serve-receiver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_receiver:
@@ -374,7 +386,7 @@ async def main() -> None:
         for name in args.only or ["httpx", "aiohttp", "newsletter"]:
             if name == "newsletter":
                 phase = await newsletter_worker(
-                    url, receiver, secret, args.events, args.concurrency, log / "webhooks.log"
+                    url, receiver, secret, args.events, args.concurrency, log / "webhooks.log", args.workers
                 )
             else:
                 phase = await bare_client(name, receiver, secret, args.events, args.concurrency)
