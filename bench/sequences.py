@@ -7,8 +7,9 @@ are enrolled in, so that all N are due for step 1. Timed, best of `runs` in rota
 state (everyone due for step 1, the ledger empty, tables vacuumed):
 
 - the product: the worker's sweep (`services/automations/sequences.sweep`, batches of
-  NEWSLETTER_SEQUENCE_SWEEP_BATCH), which queues each due step as a delivery (once per person and step: the
-  ledger's unique key) and moves each member on to the next step;
+  NEWSLETTER_SEQUENCE_SWEEP_BATCH on NEWSLETTER_SEQUENCE_SWEEP_CONNECTIONS side by side), which queues each
+  due step as a delivery (once per person and step: the ledger's unique key) and moves each member on to the
+  next step;
 - the bare statement: an `INSERT ... SELECT` of the same rows into the same table (same indexes), which
   neither moves the members nor takes their row locks.
 """
@@ -74,12 +75,15 @@ async def prepare(url: str, people: int) -> tuple[int, int, int, float]:
 async def measure(url: str, people: int, runs: int) -> dict[str, float]:
     sequence_id, list_id, first_step, enrolled = await prepare(url, people)
     print(f"Enrolled {people:,} people in {enrolled:.2f} s (one statement, with their events)")
-    batch = Settings(database_url=url).sequence_sweep_batch
+    settings = Settings(database_url=url)
+    batch, connections = settings.sequence_sweep_batch, settings.sequence_sweep_connections
+    print(f"The sweep: batches of {batch:,}, {connections} connections side by side (the worker's defaults)")
     timings: dict[str, list[float]] = {"sweep (the product)": [], "bare INSERT ... SELECT": []}
     names = list(timings)
+    pool = await asyncpg.create_pool(url, min_size=connections, max_size=connections)
     conn = await asyncpg.connect(url)
     try:
-        db = Database.on(conn)
+        db = Database(pool)
         for run in range(runs):
             for name in names[run % 2 :] + names[: run % 2]:
                 await conn.execute("TRUNCATE deliveries")
@@ -89,7 +93,7 @@ async def measure(url: str, people: int, runs: int) -> dict[str, float]:
                 await conn.execute("CHECKPOINT")
                 began = time.perf_counter()
                 if name == names[0]:
-                    swept = await sequences.sweep(db, batch)
+                    swept = await sequences.sweep(db, batch, connections=connections)
                     assert swept.queued == people, swept
                 else:
                     await conn.execute(BARE, sequence_id, list_id, first_step)
@@ -99,6 +103,7 @@ async def measure(url: str, people: int, runs: int) -> dict[str, float]:
         return {name: min(seconds) for name, seconds in timings.items()}
     finally:
         await conn.close()
+        await pool.close()
 
 
 async def main() -> None:

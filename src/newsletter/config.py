@@ -171,6 +171,8 @@ class Settings(BaseSettings):
     webhook_disable_after_hours: float = Field(default=72, gt=0)
     # Automations (SPEC section 12): due steps are queued this many at a time, in one statement each.
     sequence_sweep_batch: int = Field(default=50_000, ge=1, le=1_000_000)
+    # ... on so many connections side by side: a large sweep uses more than one of the database's cores.
+    sequence_sweep_connections: int = Field(default=2, ge=1, le=16)
 
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)

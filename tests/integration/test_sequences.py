@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from newsletter.db.database import Database
+from newsletter.services.automations.sequences import Swept, sweep
 from tests.harness import AdminClient, TestApp, add_confirmed, admin_client
 
 pytestmark = pytest.mark.asyncio
@@ -238,6 +240,28 @@ async def test_no_step_is_queued_twice_even_when_swept_again(app: TestApp, admin
 
     assert len(app.smtp.received) == 200
     assert await app.pool.fetchval("SELECT count(*) FROM deliveries WHERE kind = 'sequence'") == 200
+
+
+async def test_a_sweep_on_two_connections_queues_each_step_once_batch_by_batch(
+    app: TestApp, admin: AdminClient
+) -> None:
+    """Small batches, so that the two connections take turns many times: they share the members between them
+    (SKIP LOCKED), each batch is heard of as it commits, and the ledger holds one delivery per person."""
+    await _welcome(admin)
+    await add_confirmed(app.pool, 500, prefix="many")
+    sequence_id = (await admin.get("/sequences")).json()[0]["id"]
+    await admin.post(f"/sequences/{sequence_id}/enroll")
+    batches: list[int] = []
+
+    swept = await sweep(Database(app.pool), 7, connections=2, on_queued=batches.append)
+
+    assert swept == Swept(due=500, queued=500)
+    assert sum(batches) == 500 and max(batches) <= 7 and len(batches) >= 500 // 7
+    steps = await app.pool.fetch(
+        "SELECT subscriber_id, count(*) AS n FROM deliveries WHERE kind = 'sequence' GROUP BY subscriber_id"
+    )
+    assert len(steps) == 500 and all(row["n"] == 1 for row in steps)
+    assert await app.pool.fetchval("SELECT count(*) FROM sequence_members WHERE steps_sent = 1") == 500
 
 
 async def test_editing_a_step_changes_what_is_sent_from_then_on(app: TestApp, admin: AdminClient) -> None:

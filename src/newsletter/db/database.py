@@ -64,6 +64,12 @@ class Database:
         db._only = conn
         return db
 
+    @property
+    def side_by_side(self) -> bool:
+        """Whether tasks of this one may each hold a connection of their own (not one connection, not inside
+        a unit of work, whose connection they would all share)."""
+        return self._only is None and _current.get() is None
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A unit of work; inside another one of this task, a savepoint of it."""

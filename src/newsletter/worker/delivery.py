@@ -191,13 +191,21 @@ class DeliveryWorker:
             telemetry.QUEUE_OLDEST_AGE.set(stats["oldest_age"])
 
     async def sweep_sequences(self) -> int:
-        """Queue the sequence steps that are due, and wake the lanes to send them."""
-        swept = await sweep(self.db, self.settings.sequence_sweep_batch)
-        if swept.queued:
-            telemetry.SEQUENCE_STEPS_QUEUED.inc(swept.queued)
-            log.info("sequence steps queued", steps=swept.queued)
+        """Queue the sequence steps that are due, and wake the lanes to send each batch as it commits."""
+
+        def queued(steps: int) -> None:
+            telemetry.SEQUENCE_STEPS_QUEUED.inc(steps)
             for waker in self._wakers:
                 waker.set()
+
+        swept = await sweep(
+            self.db,
+            self.settings.sequence_sweep_batch,
+            connections=self.settings.sequence_sweep_connections,
+            on_queued=queued,
+        )
+        if swept.queued:
+            log.info("sequence steps queued", steps=swept.queued)
         return swept.queued
 
     @contextlib.asynccontextmanager

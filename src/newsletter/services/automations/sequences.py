@@ -8,6 +8,8 @@ of the list is sent: the same composer, List-Id and unsubscribe link.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,16 +200,27 @@ async def enroll(db: Database, sequence_id: int) -> dict[str, Any]:
     return {"entered": row["entered"]}
 
 
-async def sweep(db: Database, batch: int) -> Swept:
-    """Queue the due steps, `batch` at a time, until none is due."""
-    due = queued = 0
-    while True:
-        async with db.connection() as conn:
-            row = await conn.fetchrow(Q.sequence_sweep, batch)
-        assert row is not None
-        due, queued = due + row["due"], queued + row["queued"]
-        if row["due"] < batch:
-            return Swept(due, queued)
+async def sweep(
+    db: Database, batch: int, *, connections: int = 1, on_queued: Callable[[int], None] | None = None
+) -> Swept:
+    """Queue the due steps, `batch` at a time, until none is due, on so many `connections` side by side (SKIP
+    LOCKED keeps their members apart), so that a large sweep uses more than one of the database's cores;
+    `on_queued` hears of each batch as it commits, so that sending starts before the sweep ends."""
+
+    async def one_connection() -> Swept:
+        due = queued = 0
+        while True:
+            async with db.connection() as conn:
+                row = await conn.fetchrow(Q.sequence_sweep, batch)
+            assert row is not None
+            due, queued = due + row["due"], queued + row["queued"]
+            if row["queued"] and on_queued is not None:
+                on_queued(row["queued"])
+            if row["due"] < batch:
+                return Swept(due, queued)
+
+    swept = await asyncio.gather(*(one_connection() for _ in range(connections if db.side_by_side else 1)))
+    return Swept(sum(part.due for part in swept), sum(part.queued for part in swept))
 
 
 def preview(composer: Composer, step: StepContent, *, list_slug: str, list_name: str) -> Preview:
