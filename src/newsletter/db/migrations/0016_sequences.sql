@@ -113,6 +113,17 @@ LANGUAGE sql AS $$
     SELECT count(*) FROM entered
 $$;
 
+-- People leave: each person of `people` leaves the sequences of the list beside them in `lists` (NULL: of
+-- every list), for `reason`. What every way of leaving below shares.
+CREATE FUNCTION leave_sequences(people bigint[], lists bigint[], reason text) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE sequence_members AS m
+    SET status = 'left', left_at = newsletter_now(), left_reason = reason, next_due_at = NULL
+    FROM unnest(people, lists) AS person(subscriber_id, list_id)
+    JOIN sequences ON person.list_id IS NULL OR sequences.list_id = person.list_id
+    WHERE m.sequence_id = sequences.id AND m.subscriber_id = person.subscriber_id AND m.status = 'active'
+$$;
+
 -- A subscription confirmed (by any path: a confirmation, single opt-in, the API, the admin) enters the list's
 -- sequences; one confirmed by an import only when the import says so (`newsletter.import_enters_sequences`).
 -- A subscription that ends leaves them.
@@ -135,13 +146,9 @@ BEGIN
     WHERE after.status = 'confirmed' AND before.status <> 'confirmed'
       AND (after.source IS DISTINCT FROM 'import'
            OR current_setting('newsletter.import_enters_sequences', true) = 'on');
-    UPDATE sequence_members AS m
-    SET status = 'left', left_at = newsletter_now(), left_reason = 'unsubscribed', next_due_at = NULL
-    FROM changed AS after
-    JOIN previous AS before USING (subscriber_id, list_id)
-    JOIN sequences ON sequences.list_id = after.list_id
-    WHERE after.status = 'unsubscribed' AND before.status <> 'unsubscribed'
-      AND m.sequence_id = sequences.id AND m.subscriber_id = after.subscriber_id AND m.status = 'active';
+    PERFORM leave_sequences(array_agg(after.subscriber_id), array_agg(after.list_id), 'unsubscribed')
+    FROM changed AS after JOIN previous AS before USING (subscriber_id, list_id)
+    WHERE after.status = 'unsubscribed' AND before.status <> 'unsubscribed';
     RETURN NULL;
 END
 $$;
@@ -155,10 +162,8 @@ CREATE TRIGGER subscriptions_changed_sequences AFTER UPDATE ON subscriptions
 CREATE FUNCTION suppressions_leave_sequences() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE sequence_members AS m
-    SET status = 'left', left_at = newsletter_now(), left_reason = 'suppressed', next_due_at = NULL
-    FROM changed JOIN subscribers ON lower(subscribers.email) = lower(changed.email), sequences
-    WHERE m.sequence_id = sequences.id AND m.subscriber_id = subscribers.id AND m.status = 'active';
+    PERFORM leave_sequences(array_agg(subscribers.id), array_agg(NULL::bigint), 'suppressed')
+    FROM changed JOIN subscribers ON lower(subscribers.email) = lower(changed.email);
     RETURN NULL;
 END
 $$;
@@ -170,11 +175,9 @@ CREATE TRIGGER suppressions_changed_sequences AFTER UPDATE ON suppressions REFER
 CREATE FUNCTION subscribers_leave_sequences() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE sequence_members AS m
-    SET status = 'left', left_at = newsletter_now(), left_reason = 'blocklisted', next_due_at = NULL
-    FROM changed JOIN previous USING (id), sequences
-    WHERE changed.status = 'blocklisted' AND previous.status <> 'blocklisted'
-      AND m.sequence_id = sequences.id AND m.subscriber_id = changed.id AND m.status = 'active';
+    PERFORM leave_sequences(array_agg(changed.id), array_agg(NULL::bigint), 'blocklisted')
+    FROM changed JOIN previous USING (id)
+    WHERE changed.status = 'blocklisted' AND previous.status <> 'blocklisted';
     RETURN NULL;
 END
 $$;

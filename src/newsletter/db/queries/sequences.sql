@@ -33,7 +33,8 @@ RETURNING id;
 DELETE FROM sequences WHERE id = $1 RETURNING id;
 
 -- name: sequence_steps
--- Each step with who got it (emails handed over, and queued or being sent) and who waits for it.
+-- Each step with who got it (emails handed over, and queued or being sent) and who waits for it; $2 only
+-- this step (NULL: all).
 SELECT step.id, step.position, step.delay_seconds, step.subject, step.markdown, step.html, step.text_body,
        step.created_at, step.updated_at,
        coalesce(ledger.sent, 0) AS sent, coalesce(ledger.queued, 0) AS queued,
@@ -46,7 +47,7 @@ LEFT JOIN LATERAL (
            count(*) FILTER (WHERE status IN ('queued', 'sending')) AS queued
     FROM deliveries WHERE step_id = step.id
 ) AS ledger ON true
-WHERE step.sequence_id = $1
+WHERE step.sequence_id = $1 AND ($2::bigint IS NULL OR step.id = $2)
 ORDER BY step.position;
 
 -- name: step_append

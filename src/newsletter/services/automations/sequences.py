@@ -97,7 +97,7 @@ async def get_sequence(db: Database, sequence_id: int) -> dict[str, Any]:
         row = await conn.fetchrow(Q.sequences_read, sequence_id)
         if row is None:
             raise NotFound(f"sequence {sequence_id} does not exist")
-        steps = await conn.fetch(Q.sequence_steps, sequence_id)
+        steps = await conn.fetch(Q.sequence_steps, sequence_id, None)
     return {**_sequence_view(row), "steps": [_step_view(step) for step in steps]}
 
 
@@ -132,10 +132,12 @@ async def delete_sequence(db: Database, sequence_id: int) -> None:
 
 
 async def get_step(db: Database, sequence_id: int, step_id: int) -> dict[str, Any]:
-    for step in (await get_sequence(db, sequence_id))["steps"]:
-        if step["id"] == step_id:
-            return dict(step)
-    raise NotFound(f"step {step_id} of sequence {sequence_id} does not exist")
+    """One step with its counts (the others' are not counted)."""
+    async with db.connection() as conn:
+        row = await conn.fetchrow(Q.sequence_steps, sequence_id, step_id)
+    if row is None:
+        raise NotFound(f"step {step_id} of sequence {sequence_id} does not exist")
+    return _step_view(row)
 
 
 def _content_args(step: StepContent) -> tuple[Any, ...]:
