@@ -44,8 +44,11 @@ class Queries:
     hit_rate_limits: str
     exceeded_rate_limits: str
     purge_rate_limits: str
+    # challenges.sql
+    challenge_spend: str
     # dashboard.sql
     dashboard_growth: str
+    dashboard_funnel: str
     # deliveries.sql
     claim_deliveries: str
     reclaim_expired_leases: str
@@ -74,6 +77,7 @@ class Queries:
     issue_list_page: str
     issue_insert: str
     issue_update: str
+    issue_set_segment: str
     issue_set_lists: str
     issue_lock: str
     issue_schedule: str
@@ -108,6 +112,14 @@ class Queries:
     reports_record: str
     reports_lock_addresses: str
     reports_apply: str
+    # segments.sql
+    segment_insert: str
+    segment_get: str
+    segments_all: str
+    segment_update: str
+    segment_delete: str
+    segment_count: str
+    segment_estimate: str
     # sequences.sql
     sequence_create: str
     sequences_read: str

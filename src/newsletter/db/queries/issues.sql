@@ -33,6 +33,12 @@ UPDATE issues SET subject = $2, markdown = $3, html = $4, text_body = $5, update
 WHERE id = $1 AND status = 'draft'
 RETURNING id;
 
+-- name: issue_set_segment
+-- $2 the segment (NULL: none); no row when it does not exist.
+UPDATE issues SET segment_id = $2, updated_at = now()
+WHERE id = $1 AND ($2::bigint IS NULL OR EXISTS (SELECT FROM segments WHERE id = $2))
+RETURNING id;
+
 -- name: issue_set_lists
 -- Replaces the target lists; returns the slugs that exist so the caller can tell unknown ones. The statement's
 -- parts share one snapshot, so the insert cannot see what the delete removes: the delete keeps the lists that
@@ -62,7 +68,8 @@ UPDATE issues SET status = 'scheduled', send_at = $2, updated_at = now() WHERE i
 -- them in id order through the issue's cursor, not from the claim index, and no request id: they share the
 -- issue's. No RETURNING either: a million returned rows cost more than the insert's indexes; the count comes
 -- from the command tag and the ids' range from the sequence (see issue_started).
--- $1 issue, $2 its target lists.
+-- $1 issue, $2 its target lists; its segment, if it has one, fills the segment slot below (services/
+-- audience/segments.py), with its values from $3 on.
 WITH eligible AS (
     SELECT subscriptions.subscriber_id, min(subscriptions.list_id) AS list_id
     FROM subscriptions
@@ -73,7 +80,8 @@ INSERT INTO deliveries (kind, issue_id, subscriber_id, list_id, recipient, next_
 SELECT 'newsletter', $1, subscribers.id, eligible.list_id, subscribers.email, NULL
 FROM eligible
 JOIN subscribers ON subscribers.id = eligible.subscriber_id AND subscribers.status = 'active'
-WHERE NOT EXISTS (SELECT FROM suppressions_stopping('newsletter') AS s WHERE s.address = lower(subscribers.email));
+WHERE NOT EXISTS (SELECT FROM suppressions_stopping('newsletter') AS s WHERE s.address = lower(subscribers.email))
+  AND /* segment */ true;
 
 -- name: fan_out_prepare
 -- Just before a fan-out, in its transaction: a floor for its ids (this session draws them after this one); the
@@ -82,12 +90,14 @@ WHERE NOT EXISTS (SELECT FROM suppressions_stopping('newsletter') AS s WHERE s.a
 -- never a generic one.
 SELECT nextval(pg_get_serial_sequence('deliveries', 'id')) AS floor,
        array(SELECT list_id FROM issue_lists WHERE issue_id = $1) AS lists,
+       (SELECT segments.expression FROM issues JOIN segments ON segments.id = issues.segment_id
+        WHERE issues.id = $1) AS segment,
        set_config('plan_cache_mode', 'force_custom_plan', true) AS plan_cache_mode;
 
 -- name: issue_started
 -- After the fan-out, in its transaction: $2 deliveries created with ids in ($3, currval] (currval is the last id
 -- this session drew, the fan-out's highest), the counters set, the request id $4 and trace context $5 kept
--- for the deliveries, sleeping workers woken.
+-- for the deliveries, the segment's expression $6 kept as it was sent, sleeping workers woken.
 WITH started AS (
     UPDATE issues
     SET status = CASE WHEN $2 = 0 THEN 'sent' ELSE 'sending' END,
@@ -100,6 +110,7 @@ WITH started AS (
         claimed_through = $3,
         request_id = $4,
         traceparent = $5,
+        segment_expression = $6,
         updated_at = now()
     WHERE id = $1
     RETURNING 1

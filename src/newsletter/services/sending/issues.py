@@ -10,7 +10,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import structlog
@@ -18,6 +18,7 @@ import structlog
 from newsletter.db.database import Database
 from newsletter.db.queries import Q
 from newsletter.domain.vocabulary import ATTENTION_STATUSES, ISSUE_COUNTS, IssueAction, IssueStatus, may
+from newsletter.services.audience import segments
 from newsletter.services.errors import Conflict, Invalid, NotFound
 from newsletter.services.sending.content import markdown_to_html
 from newsletter.tracing import current_traceparent
@@ -64,6 +65,8 @@ def issue_view(row: asyncpg.Record) -> dict[str, Any]:
         "subject": row["subject"],
         "status": row["status"],
         "lists": list(row["lists"]),
+        "segment": row["segment_id"],
+        "segment_expression": row["segment_expression"],
         "markdown": row["markdown"],
         "html": row["html"],
         "text": row["text_body"],
@@ -101,12 +104,21 @@ async def _set_lists(conn: asyncpg.Connection, issue_id: int, slugs: Sequence[st
         raise Invalid(f"lists: unknown list {', '.join(unknown)}")
 
 
-async def create_issue(db: Database, content: IssueContent, lists: Sequence[str]) -> dict[str, Any]:
+async def _set_segment(conn: asyncpg.Connection, issue_id: int, segment_id: int | None) -> None:
+    if await conn.fetchval(Q.issue_set_segment, issue_id, segment_id) is None:
+        raise Invalid(f"segment: segment {segment_id} does not exist")
+
+
+async def create_issue(
+    db: Database, content: IssueContent, lists: Sequence[str], segment_id: int | None = None
+) -> dict[str, Any]:
     async with db.transaction() as conn:
         issue_id = await conn.fetchval(
             Q.issue_insert, content.subject, content.markdown, content.html, content.text
         )
         await _set_lists(conn, issue_id, lists)
+        if segment_id is not None:
+            await _set_segment(conn, issue_id, segment_id)
         return await get_issue(db, issue_id)
 
 
@@ -131,8 +143,13 @@ _REFUSALS = {
 
 
 async def update_issue(
-    db: Database, issue_id: int, content: IssueContent | None, lists: Sequence[str] | None
+    db: Database,
+    issue_id: int,
+    content: IssueContent | None,
+    lists: Sequence[str] | None,
+    segment_id: int | Literal["unchanged"] | None = "unchanged",
 ) -> dict[str, Any]:
+    """Change a draft; `segment_id` None sends it to everyone in its lists again."""
     async with db.transaction() as conn:
         await _lock_for(conn, issue_id, IssueAction.EDIT)
         if content is not None:
@@ -141,6 +158,8 @@ async def update_issue(
             )
         if lists is not None:
             await _set_lists(conn, issue_id, lists)
+        if segment_id != "unchanged":
+            await _set_segment(conn, issue_id, segment_id)
         return await get_issue(db, issue_id)
 
 
@@ -164,9 +183,15 @@ async def send_issue(
 async def start_sending(conn: asyncpg.Connection, issue_id: int, request_id: str | None) -> int:
     """Create the issue's deliveries and start it, inside the caller's transaction (the issue row locked)."""
     prepared = await conn.fetchrow(Q.fan_out_prepare, issue_id)
-    tag = await conn.execute(Q.issue_fan_out, issue_id, prepared["lists"])
+    segment = prepared["segment"]
+    # (A saved expression that no longer parses is refused here, never read as everyone.)
+    parsed = segments.parse(segment) if segment is not None else None
+    fan_out, values = segments.filled(Q.issue_fan_out, parsed, "subscribers", 3)
+    tag = await conn.execute(fan_out, issue_id, prepared["lists"], *values)
     total = int(tag.rsplit(" ", 1)[1])  # "INSERT 0 <rows>"
-    await conn.execute(Q.issue_started, issue_id, total, prepared["floor"], request_id, current_traceparent())
+    await conn.execute(
+        Q.issue_started, issue_id, total, prepared["floor"], request_id, current_traceparent(), segment
+    )
     return total
 
 

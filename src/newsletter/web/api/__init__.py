@@ -12,6 +12,7 @@ from newsletter.web.api import (
     events,
     issues,
     lists,
+    segments,
     sequences,
     subscribers,
     suppressions,
@@ -29,4 +30,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     events.router,
     webhooks.router,
     sequences.router,
+    segments.router,
 )

@@ -24,6 +24,7 @@ from newsletter.db.database import Database
 from newsletter.domain.subscriber import InvalidInput, SubscriberEmail, SubscriberName
 from newsletter.domain.vocabulary import TokenScope
 from newsletter.services.access.tokens import Principal, authenticate
+from newsletter.services.audience.segments import InvalidSegment
 from newsletter.services.errors import Conflict, Invalid, NotFound
 from newsletter.web.api import idempotency
 from newsletter.web.problems import PROBLEM_JSON
@@ -38,18 +39,25 @@ _bearer = HTTPBearer(auto_error=False, description="An API token from `newslette
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, title: str, detail: str | None = None, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+        extensions: dict[str, Any] | None = None,
     ):
         super().__init__(detail or title)
         self.status = status
         self.title = title
         self.detail = detail
         self.headers = headers
+        self.extensions = extensions or {}
 
     def response(self) -> Response:
         body: dict[str, Any] = {"type": "about:blank", "title": self.title, "status": self.status}
         if self.detail:
             body["detail"] = self.detail
+        body.update(self.extensions)
         return Response(json.dumps(body), self.status, media_type=PROBLEM_JSON, headers=self.headers)
 
 
@@ -62,6 +70,9 @@ def service_error(error: NotFound | Invalid | Conflict) -> ApiError:
         return ApiError(404, "Not found", str(error))
     if isinstance(error, Conflict):
         return ApiError(409, "Conflict", str(error))
+    if isinstance(error, InvalidSegment):
+        # Where the mistake is, for a client to point at (RFC 9457 extension member).
+        return ApiError(422, "Invalid request", str(error), extensions={"position": error.position})
     return invalid(str(error))
 
 

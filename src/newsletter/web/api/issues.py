@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -30,6 +30,11 @@ from newsletter.web.api.models import DeliveryOut, IssueOut, Page, Queued, Retri
 router = APIRouter(prefix=PREFIX, tags=["issues"])
 
 
+SEGMENT = (
+    "Send only to the people of the lists who match this segment (each email's unsubscribe stays per list)."
+)
+
+
 class IssueIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     subject: str = Field(max_length=500)
@@ -37,6 +42,7 @@ class IssueIn(BaseModel):
     html: str | None = Field(default=None, max_length=1_000_000)
     text: str | None = Field(default=None, max_length=1_000_000)
     lists: list[str] = Field(default_factory=lambda: ["default"], max_length=100)
+    segment: int | None = Field(default=None, ge=1, le=2**63 - 1, description=SEGMENT)
 
 
 class IssuePatch(BaseModel):
@@ -46,6 +52,9 @@ class IssuePatch(BaseModel):
     html: str | None = Field(default=None, max_length=1_000_000)
     text: str | None = Field(default=None, max_length=1_000_000)
     lists: list[str] | None = Field(default=None, max_length=100)
+    segment: int | None = Field(
+        default=None, ge=1, le=2**63 - 1, description=SEGMENT + " `null`: no segment."
+    )
 
 
 class SendIn(BaseModel):
@@ -80,7 +89,9 @@ def _content(subject: str, markdown: str | None, html: str | None, text: str | N
 )
 async def post_issue(request: Request, who: Auth, body: IssueIn) -> Response:
     content = _content(body.subject, body.markdown, body.html, body.text)
-    return await write(request, who, 201, lambda db: issues.create_issue(db, content, body.lists))
+    return await write(
+        request, who, 201, lambda db: issues.create_issue(db, content, body.lists, body.segment)
+    )
 
 
 @router.get("/issues", summary="Issues, newest first", response_model=Page[IssueOut])
@@ -112,7 +123,12 @@ async def patch_issue(request: Request, who: Auth, issue_id: Id, body: IssuePatc
         if body.subject is None:
             raise invalid("subject: required when the content changes")
         content = _content(body.subject, body.markdown, body.html, body.text)
-    return await write(request, who, 200, lambda db: issues.update_issue(db, issue_id, content, body.lists))
+    segment: int | Literal["unchanged"] | None = (
+        body.segment if "segment" in body.model_fields_set else "unchanged"
+    )
+    return await write(
+        request, who, 200, lambda db: issues.update_issue(db, issue_id, content, body.lists, segment)
+    )
 
 
 @router.post(

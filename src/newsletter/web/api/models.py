@@ -105,6 +105,10 @@ class IssueOut(BaseModel):
     subject: str
     status: IssueStatus
     lists: list[str]
+    segment: int | None = Field(description="The segment the issue goes to within its lists, if any.")
+    segment_expression: str | None = Field(
+        description="The segment's expression as the issue was sent with it."
+    )
     markdown: str | None
     html: str
     text: str
@@ -273,3 +277,16 @@ class MemberOut(BaseModel):
 
 class Entered(BaseModel):
     entered: int
+
+
+class SegmentOut(BaseModel):
+    id: int
+    name: str
+    expression: str = Field(examples=['attributes.plan = "pro" and confirmed_at > 30d'])
+    created_at: datetime
+    updated_at: datetime
+
+
+class SegmentCount(BaseModel):
+    count: int = Field(description="The active people the expression matches.")
+    estimated: bool = Field(description="Above 50,000 the count is the planner's estimate, to 3 digits.")
