@@ -25,6 +25,7 @@ from newsletter.db.embedded import start_embedded, stop_embedded
 from newsletter.db.migrations import migrate
 from newsletter.db.wake import Waker
 from newsletter.inbound.providers.sns import Fetcher, HttpsFetcher, SnsVerifier
+from newsletter.services.access.mail_domains import MailDomains
 from newsletter.services.errors import Conflict, Invalid, NotFound
 from newsletter.services.sending.compose import Composer
 from newsletter.tracing import configure_tracing, shutdown_tracing
@@ -60,6 +61,7 @@ def build_app(settings: Settings, pool: asyncpg.Pool, *, fetcher: Fetcher | None
         waker=Waker(pool),
         sns=SnsVerifier(fetcher or HttpsFetcher()),
         secret_key=settings.resolved_secret_key().encode(),
+        mail_domains=MailDomains.from_settings(settings),
     )
     app.include_router(public.router)
     for router in api.ROUTERS:

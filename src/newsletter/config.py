@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import unicodedata
 from dataclasses import dataclass
@@ -81,6 +82,31 @@ class EmailURL:
         return "memory://"
 
 
+@dataclass(frozen=True)
+class DnsServer:
+    """A parsed `NEWSLETTER_DNS_RESOLVER`: an IP address and a port (53 unless given)."""
+
+    host: str
+    port: int = 53
+
+    @classmethod
+    def parse(cls, raw: str) -> DnsServer:
+        host, port = raw.strip(), "53"
+        if host.startswith("["):  # [2001:db8::1]:5353
+            host, _, rest = host[1:].partition("]")
+            port = rest.removeprefix(":") or port
+        elif host.count(":") == 1:
+            host, port = host.split(":")
+        try:
+            address = ipaddress.ip_address(host)
+            number = int(port)
+        except ValueError:
+            raise ValueError("must be an IP address with an optional port, e.g. 127.0.0.1:5353") from None
+        if not 0 < number < 65536:
+            raise ValueError("the port must be between 1 and 65535")
+        return cls(host=str(address), port=number)
+
+
 class Settings(BaseSettings):
     """Every setting has a safe default for local use; production requires the secrets to be set."""
 
@@ -111,6 +137,16 @@ class Settings(BaseSettings):
     signup_ip_window_seconds: int = Field(default=3600, ge=1)
     signup_address_limit: int = Field(default=5, ge=1)
     signup_address_window_seconds: int = Field(default=3600, ge=1)
+    # Bot protection (SPEC section 13): `pow` asks every sign-up for a proof of work (the ALTCHA protocol)
+    # found among so many numbers (a browser tries about half of them: well under a second by default) and
+    # valid for so long; the MX check refuses addresses whose domain has no mail host, asking
+    # `dns_resolver` (host[:port]) when set, else the system's resolvers.
+    signup_challenge: Literal["none", "pow"] = "none"
+    signup_challenge_max_number: int = Field(default=50_000, ge=1, le=10_000_000)
+    signup_challenge_ttl_seconds: int = Field(default=600, ge=10)
+    signup_check_mx: bool = False
+    dns_resolver: str | None = None
+    dns_timeout_seconds: float = Field(default=3, gt=0)
 
     worker_batch_size: int = Field(default=500, ge=1)
     worker_concurrency: int = Field(default=2, ge=1, le=64)
@@ -183,6 +219,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("dns_resolver")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if value:
+            DnsServer.parse(value)
+        return value or None
 
     @field_validator("base_url")
     @classmethod

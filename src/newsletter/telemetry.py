@@ -51,6 +51,17 @@ WEBHOOK_OLDEST_WAITING = Gauge(
     "Age of the oldest event not yet delivered to each active endpoint (0: nothing waits).",
     ["endpoint"],
 )
+SIGNUP_CHALLENGES = Counter(
+    "newsletter_signup_challenges_total",
+    "Sign-up proof-of-work challenges issued, verified, and refused (by why: unreadable, wrong, expired, "
+    "replayed).",
+    ["outcome"],
+)
+SIGNUP_MAIL_DOMAINS = Counter(
+    "newsletter_signup_mail_domain_checks_total",
+    "MX checks of a sign-up's domain: accepted, refused (no mail host), or unknown (DNS failed; accepted).",
+    ["outcome"],
+)
 LEASES_RECLAIMED = Counter(
     "newsletter_leases_reclaimed_total", "Deliveries taken back from a worker whose lease expired."
 )

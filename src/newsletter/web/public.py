@@ -16,7 +16,9 @@ from starlette.datastructures import UploadFile
 from newsletter.config import Settings
 from newsletter.domain.subscriber import InvalidInput, ListSlug, SubscriberEmail, SubscriberName
 from newsletter.domain.tokens import UnsubscribeToken
-from newsletter.services.access import ratelimit
+from newsletter.services.access import challenges, ratelimit
+from newsletter.services.access.challenges import ChallengeRefused
+from newsletter.services.access.mail_domains import NO_MAIL_HOST
 from newsletter.services.access.ratelimit import RateLimited
 from newsletter.services.audience import subscriptions
 from newsletter.services.audience.subscriptions import (
@@ -27,6 +29,7 @@ from newsletter.services.audience.subscriptions import (
 )
 from newsletter.services.compliance import unsubscribe
 from newsletter.templating import environment
+from newsletter.web.middleware import CONTENT_SECURITY_POLICY
 from newsletter.web.problems import problem
 from newsletter.web.state import context
 
@@ -36,7 +39,14 @@ ACCEPTED_DETAIL = (
     "If this address can be subscribed, a confirmation email is on its way. Please check your inbox."
 )
 HONEYPOT_FIELD = "website"
-_FIELDS = ("email", "name", "list", HONEYPOT_FIELD)
+# The proof-of-work solution (NEWSLETTER_SIGNUP_CHALLENGE=pow), named as the ALTCHA widget names it.
+CHALLENGE_FIELD = "altcha"
+_FIELDS = ("email", "name", "list", HONEYPOT_FIELD, CHALLENGE_FIELD)
+# The form that solves a challenge runs its one script and fetches the challenge from here; nothing else.
+_CHALLENGE_HEADERS = {
+    "Content-Security-Policy": f"{CONTENT_SECURITY_POLICY}; script-src 'self'; connect-src 'self'",
+    "X-Frame-Options": "DENY",
+}
 
 
 class BadRequest(Exception):
@@ -152,7 +162,17 @@ async def signup_form(
         found = await subscriptions.public_list(context(request).db, "default")
     if found is None:
         return page("list_not_found", 404 if status == 200 else status)
-    return page("signup", status, signup_list=found, values=values or {}, errors=errors)
+    if context(request).settings.signup_challenge == "pow":
+        return page(
+            "signup",
+            status,
+            _CHALLENGE_HEADERS,
+            signup_list=found,
+            values=values or {},
+            errors=errors,
+            challenge=True,
+        )
+    return page("signup", status, signup_list=found, values=values or {}, errors=errors, challenge=False)
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -167,8 +187,45 @@ _SUBSCRIBE_BODY = {
         "email": {"type": "string", "maxLength": 254, "example": "ada@example.com"},
         "name": {"type": "string", "maxLength": 256, "example": "Ada Lovelace"},
         "list": {"type": "string", "description": "list slug", "default": "default"},
+        CHALLENGE_FIELD: {
+            "type": "string",
+            "description": "With NEWSLETTER_SIGNUP_CHALLENGE=pow: the solution of a challenge from "
+            "GET /subscriptions/challenge (base64 of the ALTCHA payload JSON)",
+        },
     },
 }
+
+
+@router.get(
+    "/subscriptions/challenge",
+    summary="A proof-of-work challenge for a sign-up (ALTCHA)",
+    responses={
+        200: {
+            "description": "Find `number` in 0..maxnumber whose SHA-256 of salt + number is `challenge`; "
+            "send base64 of {algorithm, challenge, number, salt, signature} as `altcha` with the sign-up. "
+            "Each challenge expires (see `expires` in the salt) and is accepted once.",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "algorithm": "SHA-256",
+                        "challenge": "4f8a...e1",
+                        "maxnumber": 50000,
+                        "salt": "1b2c3d4e5f60718293a4b5c6?expires=1767225600&",
+                        "signature": "9c0d...7a",
+                    }
+                }
+            },
+        }
+    },
+)
+async def signup_challenge(request: Request) -> JSONResponse:
+    settings = context(request).settings
+    issued = challenges.issue(
+        challenges.challenge_key(context(request).secret_key),
+        settings.signup_challenge_max_number,
+        settings.signup_challenge_ttl_seconds,
+    )
+    return JSONResponse(issued, headers={"Cache-Control": "no-store"})
 
 
 @router.post(
@@ -177,7 +234,10 @@ _SUBSCRIBE_BODY = {
     summary="Ask to subscribe (double opt-in)",
     responses={
         202: {"description": "Accepted; the same answer whether the address is new, pending or confirmed"},
-        422: {"description": "Invalid or missing fields (problem+json)"},
+        422: {
+            "description": "Invalid or missing fields, a missing, wrong, expired or spent proof of work, or "
+            "(with the MX check on) a domain that receives no mail (problem+json)"
+        },
         429: {"description": "Too many sign-ups from this address or network; see Retry-After"},
     },
     openapi_extra={
@@ -199,18 +259,23 @@ async def subscribe(request: Request) -> Response:
     except BadRequest as error:
         return problem(error.status, "Bad request", error.detail)
     except FieldErrors as error:
-        if is_form:
-            return await signup_form(request, fields.get("list", "default"), 422, fields, error.errors)
-        return problem(
-            422,
-            "Invalid subscription request",
-            "; ".join(f"{key}: {message}" for key, message in error.errors.items()),
-            errors=[{"field": key, "message": message} for key, message in error.errors.items()],
-        )
+        return await _invalid(request, is_form, fields, error.errors)
+    settings = context(request).settings
+    if settings.signup_challenge == "pow":
+        try:
+            await challenges.redeem(
+                context(request).db,
+                challenges.challenge_key(context(request).secret_key),
+                fields.get(CHALLENGE_FIELD, ""),
+            )
+        except ChallengeRefused as refused:
+            return await _invalid(request, is_form, fields, {CHALLENGE_FIELD: refused.message})
     if fields.get(HONEYPOT_FIELD):
         # A bot filled the field people cannot see: answer as usual and do nothing.
         return _accepted(is_form)
-    settings = context(request).settings
+    mail_domains = context(request).mail_domains
+    if mail_domains is not None and not await mail_domains.accepts(subscription.email):
+        return await _invalid(request, is_form, fields, {"email": NO_MAIL_HOST})
     try:
         await subscriptions.subscribe(
             context(request).db,
@@ -232,6 +297,20 @@ async def subscribe(request: Request) -> Response:
     except RateLimited as limited:
         return _too_many(is_form, limited.retry_after)
     return _accepted(is_form)
+
+
+async def _invalid(
+    request: Request, is_form: bool, fields: dict[str, str], errors: dict[str, str]
+) -> Response:
+    """422: the form again with its errors, or the problem naming each field."""
+    if is_form:
+        return await signup_form(request, fields.get("list", "default"), 422, fields, errors)
+    return problem(
+        422,
+        "Invalid subscription request",
+        "; ".join(f"{key}: {message}" for key, message in errors.items()),
+        errors=[{"field": key, "message": message} for key, message in errors.items()],
+    )
 
 
 def _accepted(is_form: bool) -> Response:

@@ -10,6 +10,7 @@ from newsletter.config import Settings
 from newsletter.db.database import Database
 from newsletter.db.wake import Waker
 from newsletter.inbound.providers.sns import SnsVerifier
+from newsletter.services.access.mail_domains import MailDomains
 from newsletter.services.sending.compose import Composer
 
 
@@ -23,6 +24,8 @@ class Context:
     sns: SnsVerifier
     # Signs unsubscribe links, sessions, CSRF tokens and notices.
     secret_key: bytes
+    # Asks DNS whether a sign-up's domain receives mail (NEWSLETTER_SIGNUP_CHECK_MX); None when that is off.
+    mail_domains: MailDomains | None
 
 
 def context(request: Request) -> Context:
