@@ -62,6 +62,20 @@ SIGNUP_MAIL_DOMAINS = Counter(
     "MX checks of a sign-up's domain: accepted, refused (no mail host), or unknown (DNS failed; accepted).",
     ["outcome"],
 )
+# The sign-up funnel (SPEC section 13), counted by the process where each sign-up and confirmation happens:
+# nothing to read from the database, a series per list (lists are few and made by the operator, and only a
+# list that exists is counted), and Prometheus adds up the processes and reads a restart as one (`rate()`).
+# The dashboard reads the same facts from the database, over every process and the days before a restart.
+SIGNUPS = Counter(
+    "newsletter_signups_total",
+    "Subscriptions asked for on the public sign-up endpoint (form, JSON, embedded form), by list.",
+    ["list"],
+)
+CONFIRMATIONS = Counter(
+    "newsletter_confirmations_total",
+    "Subscriptions confirmed by their confirmation link, or at once on a single opt-in list, by list.",
+    ["list"],
+)
 LEASES_RECLAIMED = Counter(
     "newsletter_leases_reclaimed_total", "Deliveries taken back from a worker whose lease expired."
 )

@@ -34,3 +34,88 @@ LEFT JOIN signups_per_day ON signups_per_day.day = days.day
 LEFT JOIN counted ON counted.day = days.day
 LEFT JOIN live ON live.day = days.day
 ORDER BY days.day;
+
+-- name: dashboard_funnel
+-- The sign-up funnel over the last $1 days, today included: per day and list, the sign-ups (subscriptions
+-- made that day other than by an import) and the confirmations (subscriptions confirmed that day, other than
+-- imported ones); only the days and lists with either. As in dashboard_growth, a day before yesterday is
+-- counted once and kept in funnel_per_day, and today and yesterday are counted on each view: reading at most
+-- $2 + 1 entries of each kind a day, and when a day holds more, estimated per list by the planner.
+WITH days AS (
+    SELECT today - back AS day, (today - back)::timestamp AT TIME ZONE 'UTC' AS starts, back <= 1 AS live
+    FROM (SELECT (now() AT TIME ZONE 'UTC')::date AS today) AS now,
+         generate_series(0, $1::integer - 1) AS back
+), counted AS (
+    SELECT days.day,
+           (SELECT coalesce(jsonb_object_agg(list_id, jsonb_build_array(sum_signups, sum_confirmations)), '{}')
+            FROM (SELECT list_id, sum(signups) AS sum_signups, sum(confirmations) AS sum_confirmations
+                  FROM (SELECT list_id, count(*) AS signups, 0 AS confirmations FROM subscriptions
+                        WHERE source <> 'import'
+                          AND created_at >= days.starts AND created_at < days.starts + interval '1 day'
+                        GROUP BY list_id
+                        UNION ALL
+                        SELECT list_id, 0, count(*) FROM subscriptions
+                        WHERE source <> 'import' AND confirmed_at IS NOT NULL
+                          AND confirmed_at >= days.starts AND confirmed_at < days.starts + interval '1 day'
+                        GROUP BY list_id) AS facts
+                  GROUP BY list_id) AS per_list) AS counts
+    FROM days
+    WHERE NOT days.live AND NOT EXISTS (SELECT FROM funnel_per_day WHERE funnel_per_day.day = days.day)
+), kept AS (
+    INSERT INTO funnel_per_day (day, counts) SELECT day, counts FROM counted
+    ON CONFLICT (day) DO NOTHING
+), past AS (
+    SELECT day, counts FROM funnel_per_day WHERE day IN (SELECT day FROM days WHERE NOT live)
+    UNION ALL
+    SELECT day, counts FROM counted
+), live_days AS (
+    SELECT day, starts FROM days WHERE live
+), signed_up AS (
+    SELECT live_days.day, sample.list_id
+    FROM live_days, LATERAL (
+        SELECT list_id FROM subscriptions
+        WHERE source <> 'import'
+          AND created_at >= live_days.starts AND created_at < live_days.starts + interval '1 day'
+        LIMIT $2::integer + 1
+    ) AS sample
+), confirmed AS (
+    SELECT live_days.day, sample.list_id
+    FROM live_days, LATERAL (
+        SELECT list_id FROM subscriptions
+        WHERE source <> 'import' AND confirmed_at IS NOT NULL
+          AND confirmed_at >= live_days.starts AND confirmed_at < live_days.starts + interval '1 day'
+        LIMIT $2::integer + 1
+    ) AS sample
+), over_budget AS (
+    SELECT day FROM signed_up GROUP BY day HAVING count(*) > $2::integer
+    UNION
+    SELECT day FROM confirmed GROUP BY day HAVING count(*) > $2::integer
+), live_counted AS (
+    SELECT day, list_id, sum(signups)::bigint AS signups, sum(confirmations)::bigint AS confirmations
+    FROM (SELECT day, list_id, 1 AS signups, 0 AS confirmations FROM signed_up
+          UNION ALL
+          SELECT day, list_id, 0, 1 FROM confirmed) AS facts
+    WHERE day NOT IN (SELECT day FROM over_budget)
+    GROUP BY day, list_id
+), live_estimated AS (
+    SELECT live_days.day, lists.id AS list_id,
+           estimated_rows(format(
+               'SELECT FROM subscriptions WHERE source <> %L AND list_id = %s'
+               ' AND created_at >= %L AND created_at < %L',
+               'import', lists.id, live_days.starts, live_days.starts + interval '1 day')) AS signups,
+           estimated_rows(format(
+               'SELECT FROM subscriptions WHERE source <> %L AND list_id = %s AND confirmed_at IS NOT NULL'
+               ' AND confirmed_at >= %L AND confirmed_at < %L',
+               'import', lists.id, live_days.starts, live_days.starts + interval '1 day')) AS confirmations
+    FROM live_days
+    JOIN over_budget USING (day)
+    CROSS JOIN lists
+)
+SELECT past.day, per_list.key::bigint AS list_id, (per_list.value ->> 0)::bigint AS signups,
+       (per_list.value ->> 1)::bigint AS confirmations, false AS estimated
+FROM past, jsonb_each(past.counts) AS per_list
+UNION ALL
+SELECT day, list_id, signups, confirmations, false FROM live_counted
+UNION ALL
+SELECT day, list_id, signups, confirmations, true FROM live_estimated
+ORDER BY day, list_id;

@@ -36,7 +36,7 @@ WITH list AS (
         signup_user_agent = CASE WHEN subscriptions.status = 'pending' THEN excluded.signup_user_agent
                                  ELSE subscriptions.signup_user_agent END,
         updated_at = CASE WHEN subscriptions.status = 'pending' THEN now() ELSE subscriptions.updated_at END
-    RETURNING subscriber_id, list_id, status
+    RETURNING subscriber_id, list_id, status, created_at = now() AS created
 ), delivery AS (
     INSERT INTO deliveries (kind, subscriber_id, list_id, recipient, request_id, traceparent)
     SELECT 'confirmation', subscription.subscriber_id, subscription.list_id, $1, $7, $8
@@ -47,7 +47,10 @@ WITH list AS (
     RETURNING id
 )
 SELECT EXISTS (SELECT 1 FROM list) AS list_found,
-       (SELECT count(*) FROM delivery) AS emails_queued;
+       (SELECT count(*) FROM delivery) AS emails_queued,
+       -- For the funnel's counters: a subscription made now (not one asked for again), and confirmed at once.
+       EXISTS (SELECT 1 FROM subscription WHERE created) AS signed_up,
+       EXISTS (SELECT 1 FROM subscription WHERE created AND status = 'confirmed') AS confirmed_at_once;
 
 -- name: confirm
 -- Marks the token used and confirms its subscription in one statement. The outer SELECT reads the token as it
@@ -84,7 +87,9 @@ SELECT token.used_at IS NOT NULL AS used_before,
        subscriptions.status = 'unsubscribed' AND subscriptions.unsubscribed_at >= token.created_at AS left_since,
        EXISTS (SELECT 1 FROM used) AS used_now,
        (SELECT count(*) FROM lifted) AS lifted,
-       lists.name AS list_name
+       EXISTS (SELECT 1 FROM confirmed) AS confirmed_now,
+       lists.name AS list_name,
+       lists.slug AS list_slug
 FROM confirmation_tokens AS token
 JOIN lists ON lists.id = token.list_id
 JOIN subscriptions ON subscriptions.subscriber_id = token.subscriber_id AND subscriptions.list_id = token.list_id

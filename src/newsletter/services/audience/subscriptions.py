@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from newsletter import telemetry
 from newsletter.db.database import Database
 from newsletter.db.queries import Q
 from newsletter.db.wake import Waker
@@ -112,6 +113,10 @@ async def subscribe(
     assert row is not None
     if not row["list_found"]:
         raise UnknownList("Unknown list.")
+    if row["signed_up"]:
+        telemetry.SIGNUPS.labels(request.list_slug.value).inc()
+    if row["confirmed_at_once"]:
+        telemetry.CONFIRMATIONS.labels(request.list_slug.value).inc()
     if row["emails_queued"]:
         waker.wake()
     log.debug("subscription requested", list=request.list_slug.value, emails_queued=row["emails_queued"])
@@ -153,6 +158,8 @@ async def confirm(db: Database, raw_token: str, evidence: Evidence) -> Confirmat
     row = await db.fetchrow(Q.confirm, token.digest, evidence.ip, _clip(evidence.user_agent))
     if row is None:
         return ConfirmationResult(Confirmation.UNKNOWN)
+    if row["confirmed_now"]:
+        telemetry.CONFIRMATIONS.labels(row["list_slug"]).inc()
     if row["used_now"]:
         log.info("subscription confirmed")
         return ConfirmationResult(Confirmation.CONFIRMED, row["list_name"])
