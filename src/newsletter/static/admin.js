@@ -67,7 +67,49 @@ function livePreview(form) {
   });
 }
 
+// A segment's expression: the people it matches, counted as it is typed, or where it goes wrong.
+function liveCount(field) {
+  const answer = field.form.querySelector("[data-segment-answer]");
+  let timer = 0;
+  const refresh = async () => {
+    const fields = new FormData(field.form);
+    const body = new URLSearchParams({ csrf_token: fields.get("csrf_token") || "", expression: field.value });
+    try {
+      const response = await fetch(field.dataset.segmentCount, { method: "POST", body, credentials: "same-origin" });
+      const data = await response.json();
+      answer.replaceChildren();
+      if (response.ok) {
+        answer.textContent = `${data.count.toLocaleString("en")}${data.estimated ? " (estimated)" : ""} people match.`;
+        field.removeAttribute("aria-invalid");
+        return;
+      }
+      field.setAttribute("aria-invalid", "true");
+      const message = document.createElement("span");
+      message.className = "error";
+      message.textContent = data.error || "This expression cannot be counted.";
+      answer.appendChild(message);
+      if (Number.isInteger(data.position)) {
+        // The line of the mistake with a caret under its column.
+        const text = field.value.trim();
+        const start = text.lastIndexOf("\n", data.position - 1) + 1;
+        const end = text.indexOf("\n", data.position);
+        const caret = document.createElement("pre");
+        caret.dataset.segmentCaret = "";
+        caret.textContent = `${text.slice(start, end < 0 ? undefined : end)}\n${" ".repeat(data.position - start)}^`;
+        answer.appendChild(caret);
+      }
+    } catch (error) {
+      // The next change tries again.
+    }
+  };
+  field.addEventListener("input", () => {
+    window.clearTimeout(timer);
+    timer = window.setTimeout(refresh, 400);
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  for (const field of document.querySelectorAll("textarea[data-segment-count]")) liveCount(field);
   for (const section of document.querySelectorAll("[data-progress-url]")) followProgress(section);
   for (const form of document.querySelectorAll("form[data-live-preview]")) livePreview(form);
 });

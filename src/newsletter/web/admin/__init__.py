@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
-from newsletter.web.admin import audience, auth, integrations, issues, operations, sequences
+from newsletter.web.admin import audience, auth, integrations, issues, operations, segments, sequences
 from newsletter.web.admin.core import CsrfRejected, LoginRequired, csrf_rejected, login_redirect
 
 PREFIX = "/admin"
 ROUTERS: tuple[APIRouter, ...] = (
     auth.router,
     audience.router,
+    segments.router,
     issues.router,
     sequences.router,
     operations.router,

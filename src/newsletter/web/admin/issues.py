@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from newsletter.domain.subscriber import InvalidInput, SubscriberEmail
 from newsletter.domain.vocabulary import DeliveryStatus
-from newsletter.services.audience import lists
+from newsletter.services.audience import lists, segments
 from newsletter.services.compliance import suppressions
 from newsletter.services.errors import Conflict, Invalid, NotFound
 from newsletter.services.sending import compose, issues
@@ -59,9 +59,16 @@ async def _issue_page(
         status,
         issue=issue,
         suppressed_failures=await _suppressed_failures(admin, issue),
-        draft=draft or {"subject": issue["subject"], "markdown": issue["markdown"], "lists": issue["lists"]},
+        draft=draft
+        or {
+            "subject": issue["subject"],
+            "markdown": issue["markdown"],
+            "lists": issue["lists"],
+            "segment": issue["segment"],
+        },
         preview=render_preview(admin, issue["subject"], issue["html"], issue["text"]),
         lists=await lists.list_names(admin.db),
+        segments=await segments.all_segments(admin.db),
         error=error,
     )
 
@@ -124,14 +131,16 @@ async def issue_page(admin: SignedIn, issue_id: Id) -> Response:
 async def save_issue(admin: SignedIn, issue_id: Id) -> Response:
     """Save the draft; the Preview button saves too and lands on the preview."""
     form = await admin.form()
+    segment = int(form["segment"]) if form.get("segment", "").isdecimal() else None
     try:
         content, target = await _content(admin)
-        await issues.update_issue(admin.db, issue_id, content, target)
+        await issues.update_issue(admin.db, issue_id, content, target, segment)
     except (Invalid, Conflict) as error:
         draft = {
             "subject": form.get("subject", ""),
             "markdown": form.get("markdown", ""),
             "lists": await _lists(admin),
+            "segment": segment,
         }
         return await _issue_page(admin, issue_id, status=422, error=str(error), draft=draft)
     anchor = "#preview" if form.get("action") == "preview" else ""
