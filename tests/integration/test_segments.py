@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from newsletter.domain.segments import Person, Segment, matches
-from tests.harness import AdminClient, TestApp, admin_client
+from tests.harness import AdminClient, TestApp, add_confirmed, admin_client
 from tests.segment_expressions import LISTS, expression, person
 
 pytestmark = pytest.mark.asyncio
@@ -230,3 +230,20 @@ async def test_an_issue_refuses_an_unknown_segment_and_can_drop_its_own(
     ] == segment["id"], "a change that does not name the segment keeps it"
     dropped = await admin.patch(f"/issues/{issue['id']}", {"segment": None})
     assert dropped.json()["segment"] is None
+
+
+async def test_beyond_fifty_thousand_the_count_is_an_estimate_that_says_so(
+    app: TestApp, admin: AdminClient
+) -> None:
+    await add_confirmed(app.pool, 60_000)
+    await app.pool.execute(
+        "UPDATE subscribers "
+        "SET attributes = jsonb_build_object('plan', CASE WHEN id % 3 = 0 THEN 'pro' ELSE 'free' END)"
+    )
+    await app.pool.execute("ANALYZE subscribers")
+
+    exact = await admin.post("/segments/count", {"expression": 'attributes.plan = "free"'})
+    assert exact.json() == {"count": 40_000, "estimated": False}
+    everyone = (await admin.post("/segments/count", {"expression": 'email contains "@"'})).json()
+    assert everyone["estimated"] is True
+    assert 54_000 <= everyone["count"] <= 66_000, everyone

@@ -119,7 +119,8 @@ class Queries:
     segment_update: str
     segment_delete: str
     segment_count: str
-    segment_estimate: str
+    segment_sample: str
+    subscribers_rows: str
     # sequences.sql
     sequence_create: str
     sequences_read: str
