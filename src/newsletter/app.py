@@ -35,6 +35,7 @@ from newsletter.web.admin import operations
 from newsletter.web.admin.core import not_found as admin_not_found
 from newsletter.web.api import transfer
 from newsletter.web.api.common import ApiError, service_error
+from newsletter.web.cors import SignupCorsMiddleware
 from newsletter.web.middleware import RequestContextMiddleware
 from newsletter.web.problems import problem
 from newsletter.web.redirects import install_slash_redirects
@@ -127,6 +128,9 @@ def build_app(settings: Settings, pool: asyncpg.Pool, *, fetcher: Fetcher | None
     for error_type in (*DATABASE_ERRORS, asyncpg.DataError):
         app.add_exception_handler(error_type, database_error)
 
+    app.add_middleware(
+        SignupCorsMiddleware, allowed_origins=settings.allowed_origins, base_url=settings.base_url
+    )
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     soft_bounce_limit: int = Field(default=3, ge=1)
     soft_bounce_window_days: int = Field(default=30, ge=1)
     ses_topic_arns: Annotated[frozenset[str], NoDecode] = frozenset()
+    # Web origins (scheme://host[:port]) whose pages may sign people up with cross-origin JSON requests to
+    # POST /subscriptions (CORS); comma separated. Empty: none may. A plain HTML form posts from anywhere.
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
     sendgrid_public_key: str | None = None
     postmark_webhook_user: str | None = None
     postmark_webhook_password: SecretStr | None = None
@@ -226,6 +229,12 @@ class Settings(BaseSettings):
         if value:
             DnsServer.parse(value)
         return value or None
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        raw = value.split(",") if isinstance(value, str) else value
+        return tuple(dict.fromkeys(parse_origin(part) for part in raw if part.strip()))
 
     @field_validator("base_url")
     @classmethod
@@ -309,8 +318,40 @@ class Settings(BaseSettings):
         values["dkim_private_key"] = "***" if self.dkim_private_key else None
         values["postmark_webhook_password"] = "***" if self.postmark_webhook_password else None
         values["ses_topic_arns"] = sorted(self.ses_topic_arns)
+        values["allowed_origins"] = list(self.allowed_origins)
         values["data_dir"] = str(self.data_dir)
         return values
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_origin(raw: str) -> str:
+    """A web origin as a browser sends it in `Origin` (lowercase scheme and host, no default port), from
+    `scheme://host[:port]`; ConfigError naming NEWSLETTER_ALLOWED_ORIGINS for anything else."""
+    text = raw.strip()
+
+    def refused(why: str) -> ConfigError:
+        return ConfigError(f"NEWSLETTER_ALLOWED_ORIGINS: {text!r} is not an origin: {why}")
+
+    if text == "*":
+        raise refused("name each origin allowed (a wildcard would let every site sign people up)")
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.netloc:
+        raise refused("write scheme://host[:port], such as https://www.example.com")
+    if parts.path or parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise refused("an origin has no path, query or fragment (write scheme://host[:port] only)")
+    if parts.username is not None or parts.password is not None or not parts.hostname:
+        raise refused("write scheme://host[:port], with no user name or password")
+    if not parts.hostname.isascii():
+        raise refused("write the host name in its ASCII (punycode) form, as browsers send it")
+    try:
+        port = parts.port
+    except ValueError:
+        raise refused("the port is not a number from 0 to 65535") from None
+    scheme = parts.scheme.lower()
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname.lower()
+    return f"{scheme}://{host}" if port in (None, _DEFAULT_PORTS[scheme]) else f"{scheme}://{host}:{port}"
 
 
 def redact_url(url: str) -> str:
