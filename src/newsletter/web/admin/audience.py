@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.encoders import jsonable_encoder
@@ -14,6 +14,7 @@ from newsletter.domain.vocabulary import SUBSCRIBER_FILTERS, OptIn, SubscriberSt
 from newsletter.services.audience import dashboard, lists, subscribers
 from newsletter.services.compliance import privacy
 from newsletter.services.errors import Conflict
+from newsletter.web import embed
 from newsletter.web.admin.core import Admin, SignedIn
 from newsletter.web.api.common import Id
 
@@ -73,10 +74,27 @@ async def create_list(admin: SignedIn) -> Response:
     return admin.redirect(f"/admin/lists/{created['id']}", f"The list {created['name']} is created.")
 
 
+def _list_page(
+    admin: Admin, saved: dict[str, Any], status: int = 200, error: str | None = None, form: Any = None
+) -> Response:
+    """A list's page (with the fields as typed, when they were refused); a list open to public sign-up as
+    saved shows the form to embed in another site."""
+    public = saved["visibility"] == Visibility.PUBLIC
+    snippet = embed.signup_snippet(admin.settings.base_url, saved["slug"], saved["name"]) if public else None
+    return admin.render(
+        "list",
+        status,
+        list={**saved, **(form or {})},
+        error=error,
+        snippet=snippet,
+        origins=admin.settings.allowed_origins,
+        challenge=admin.settings.signup_challenge == "pow",
+    )
+
+
 @router.get("/admin/lists/{list_id}", response_class=HTMLResponse)
 async def list_page(admin: SignedIn, list_id: Id) -> Response:
-    found = await lists.get_list(admin.db, list_id)
-    return admin.render("list", list=found, error=None)
+    return _list_page(admin, await lists.get_list(admin.db, list_id))
 
 
 @router.post("/admin/lists/{list_id}", response_class=HTMLResponse)
@@ -87,7 +105,7 @@ async def update_list(admin: SignedIn, list_id: Id) -> Response:
         updated = await lists.update_list(admin.db, list_id, name, description, optin, visibility)
     except InvalidInput as error:
         found = await lists.get_list(admin.db, list_id)
-        return admin.render("list", 422, list={**found, **form}, error=str(error))
+        return _list_page(admin, found, 422, str(error), form)
     return admin.redirect(f"/admin/lists/{list_id}", f"The list {updated['name']} is saved.")
 
 

@@ -1,0 +1,24 @@
+"""The sign-up form an operator pastes into another website (SPEC section 13, "Embedding").
+
+A plain HTML form that posts to this service's public URL, so that it works without JavaScript (the person
+lands on our confirmation page), and a small inline script that, where it runs, posts the same fields as JSON
+cross-origin and shows the answer in place. The script's request succeeds only from an origin listed in
+NEWSLETTER_ALLOWED_ORIGINS (web/cors.py); from any other, the browser stops it and the script says where to
+sign up instead.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from newsletter.templating import environment
+
+
+def signup_snippet(base_url: str, list_slug: str, list_name: str) -> str:
+    template = environment().get_template("embed/signup_form.html")
+    return template.render(
+        action=f"{base_url}/subscriptions",
+        page=f"{base_url}/?{urlencode({'list': list_slug})}",
+        slug=list_slug,
+        name=list_name,
+    )
