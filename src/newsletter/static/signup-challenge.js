@@ -47,6 +47,13 @@
     const field = form.querySelector("input[name=altcha]");
     const button = form.querySelector("button[type=submit]");
     const status = form.querySelector("[data-challenge-status]");
+    // Back to this page from the next one (the browser's page cache): the solution sent is spent.
+    window.addEventListener("pageshow", (event) => {
+      if (!event.persisted) return;
+      field.value = "";
+      button.disabled = false;
+      status.textContent = "";
+    });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       if (button.disabled) return;
