@@ -65,7 +65,8 @@ SIGNUP_MAIL_DOMAINS = Counter(
 # The sign-up funnel (SPEC section 13), counted by the process where each sign-up and confirmation happens:
 # nothing to read from the database, a series per list (lists are few and made by the operator, and only a
 # list that exists is counted), and Prometheus adds up the processes and reads a restart as one (`rate()`).
-# The dashboard reads the same facts from the database, over every process and the days before a restart.
+# The dashboard reads its funnel from the database instead (every process, every day, and the people an
+# operator adds through the API, which are not public sign-ups).
 SIGNUPS = Counter(
     "newsletter_signups_total",
     "Subscriptions asked for on the public sign-up endpoint (form, JSON, embedded form), by list.",

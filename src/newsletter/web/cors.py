@@ -70,6 +70,8 @@ class SignupCorsMiddleware:
         await _refused(origin)(scope, receive, send)
 
     def _same_origin(self, origin: str, host: str | None) -> bool:
+        """The service's own pages: its public URL, or the host the request was sent to (its scheme is not
+        compared: behind a proxy that ends TLS, the request arrives over http)."""
         return origin == self.own_origin or (host is not None and urlsplit(origin).netloc == host)
 
     def _preflight(self, origin: str, allowed: bool, headers: dict[str, str]) -> ASGIApp:
