@@ -381,11 +381,17 @@ class _Compiler:
             )
         if node.op == "!=":
             return f"(NOT {self.node(Compare(node.field, '=', node.values, node.path))})"
-        return f"coalesce({self.compare(node)}, false)"
+        if node.field == "attributes" and node.op not in ("=", "exists"):
+            # A missing attribute, or one of another type, makes these NULL: false, so that `not` is negation.
+            return f"coalesce({self.compare(node)}, false)"
+        # The others are never NULL (their columns are NOT NULL, an EXISTS is true or false), and left bare
+        # they stay what an index serves or what the planner turns into a join.
+        return self.compare(node)
 
     def moment(self, value: Value) -> str:
         if isinstance(value, Ago):
-            return f"(newsletter_now() - make_interval(secs => {self.param(value.seconds, 'bigint')}))"
+            # A subquery, so that the clock is read once, not for each row.
+            return f"(SELECT newsletter_now() - make_interval(secs => {self.param(value.seconds, 'bigint')}))"
         return self.param(value, "timestamptz")
 
     def compare(self, node: Compare) -> str:
@@ -416,6 +422,9 @@ class _Compiler:
             texts = [_folded(node.field, value) for value in values]
             if op == "in":
                 return f"{column} = ANY({self.param(texts, 'text[]')})"
+            if op == "=":
+                # Without a collation of its own, so that the index on lower(email) serves it.
+                return f"{column} = {self.param(texts[0], 'text')}"
             return f'{column} COLLATE "C" {op} {self.param(texts[0], "text")}'
         return self.attribute(node)
 
