@@ -30,7 +30,7 @@ from newsletter.services.errors import Conflict, Invalid, NotFound
 from newsletter.services.sending.compose import Composer
 from newsletter.tracing import configure_tracing, shutdown_tracing
 from newsletter.transports import transport_from_settings
-from newsletter.web import admin, api, docs, public, webhooks
+from newsletter.web import admin, api, docs, preferences, public, webhooks
 from newsletter.web.admin import operations
 from newsletter.web.admin.core import not_found as admin_not_found
 from newsletter.web.api import transfer
@@ -65,6 +65,7 @@ def build_app(settings: Settings, pool: asyncpg.Pool, *, fetcher: Fetcher | None
         mail_domains=MailDomains.from_settings(settings),
     )
     app.include_router(public.router)
+    app.include_router(preferences.router)
     for router in api.ROUTERS:
         app.include_router(router)
     app.include_router(webhooks.router)

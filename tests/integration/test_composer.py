@@ -1,6 +1,7 @@
 """The composer sends the messages the code before it sent, byte for byte, but for what differs on every send
 (Date, Message-ID, the MIME boundary, a confirmation link's token): tests/data/messages holds what the worker
-sent before the composer existed, for the same people, lists and issue."""
+sent before the composer existed, for the same people, lists and issue; since then, the newsletter's footer
+gained one thing, the "manage your subscription" link of the preference page (issue 16)."""
 
 from __future__ import annotations
 

@@ -102,6 +102,11 @@ class Queries:
     list_names: str
     lists_counted: str
     public_list: str
+    # preferences.sql
+    preferences_person: str
+    preferences_lists: str
+    preferences_join: str
+    preferences_rename: str
     # privacy.sql
     subscriber_export: str
     erasure_begin: str

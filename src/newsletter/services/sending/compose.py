@@ -35,7 +35,7 @@ import dkim
 from markupsafe import Markup
 
 from newsletter.config import Settings
-from newsletter.domain.tokens import Token, UnsubscribeToken
+from newsletter.domain.tokens import PreferencesToken, Token, UnsubscribeToken
 from newsletter.domain.verp import verp_address
 from newsletter.templating import environment
 from newsletter.transports.base import OutgoingEmail
@@ -56,6 +56,7 @@ MESSAGE_ID = f"{PLACEHOLDER_PREFIX}MESSAGEIDx"
 DATE = f"{PLACEHOLDER_PREFIX}DATEx"
 LIST_ID = f"{PLACEHOLDER_PREFIX}LISTIDx"
 UNSUBSCRIBE_URL = f"{PLACEHOLDER_PREFIX}UNSUBSCRIBEx"
+PREFERENCES_URL = f"{PLACEHOLDER_PREFIX}PREFERENCESx"
 _SPECIALS = '()<>[]:;@\\,."'  # RFC 5322 3.2.3: a phrase holding one of these must be quoted
 
 
@@ -92,6 +93,7 @@ def _newsletter_template(subject: str, html: str, text: str, *, sender: Address)
         content=Markup(html),  # noqa: S704
         text_content=text,
         unsubscribe_url=UNSUBSCRIBE_URL,
+        preferences_url=PREFERENCES_URL,
     )
     inlined = RenderedEmail(rendered.subject, rendered.text, _css_inliner().inline(rendered.html))
     headers = {
@@ -175,13 +177,20 @@ class Composer:
         if copy.list_slug is not None and copy.list_id is not None and copy.subscriber_id is not None:
             list_header = self.list_header(copy.list_slug, copy.list_name)
             unsubscribe = self.unsubscribe_url(copy.subscriber_id, copy.list_id)
+            preferences = self.preferences_url(copy.subscriber_id)
         else:  # a test copy: nobody to unsubscribe
-            list_header, unsubscribe = (
+            list_header, unsubscribe, preferences = (
                 f"Test <test.{self._domain}>",
                 f"{self._base_url}/unsubscribe/test-copy",
+                f"{self._base_url}/preferences/test-copy",
             )
         message = self._fill(
-            template, copy.recipient, f"{copy.delivery_id}.{copy.attempt}", list_header, unsubscribe
+            template,
+            copy.recipient,
+            f"{copy.delivery_id}.{copy.attempt}",
+            list_header,
+            unsubscribe,
+            preferences,
         )
         return OutgoingEmail(copy.delivery_id, self.return_path(copy.delivery_id), copy.recipient, message)
 
@@ -198,16 +207,23 @@ class Composer:
             "preview",
             list_header,
             f"{self._base_url}/unsubscribe/preview",
+            f"{self._base_url}/preferences/preview",
         )
         return _read_back(raw)
 
     def _fill(
-        self, template: MessageTemplate, recipient: str, unique: str, list_header: str, unsubscribe: str
+        self,
+        template: MessageTemplate,
+        recipient: str,
+        unique: str,
+        list_header: str,
+        unsubscribe: str,
+        preferences: str,
     ) -> bytes:
         return template.fill(
             recipient=recipient,
             message_id=message_id(self._domain, unique),
-            values={LIST_ID: list_header, UNSUBSCRIBE_URL: unsubscribe},
+            values={LIST_ID: list_header, UNSUBSCRIBE_URL: unsubscribe, PREFERENCES_URL: preferences},
         )
 
     def list_header(self, slug: str, name: str | None) -> str:
@@ -220,6 +236,10 @@ class Composer:
     def unsubscribe_url(self, subscriber_id: int, list_id: int) -> str:
         token = UnsubscribeToken(subscriber_id, list_id).sign(self._secret_key)
         return f"{self._base_url}/unsubscribe/{token}"
+
+    def preferences_url(self, subscriber_id: int) -> str:
+        """The person's "manage your subscription" page."""
+        return f"{self._base_url}/preferences/{PreferencesToken(subscriber_id).sign(self._secret_key)}"
 
     def return_path(self, delivery_id: int) -> str:
         """The envelope sender: the delivery's own VERP address, or the sender's address."""
