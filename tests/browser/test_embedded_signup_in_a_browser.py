@@ -136,3 +136,34 @@ async def test_the_embedded_form_signs_up_from_another_site_only_when_its_origin
             assert page.url == f"{app.settings.base_url}/subscriptions"
             await plain.close()
             assert await app.subscription_status(READER, "weekly") == "pending"
+
+
+async def test_with_the_proof_of_work_challenge_on_the_embedded_form_solves_it_and_signs_up(
+    database_url: str, smtp: SMTPServer, chromium: Browser
+) -> None:
+    """The snippet's script fetches a challenge cross-origin, solves it, and signs the reader up with one
+    click; the solution it sent is spent."""
+    port = free_port()
+    site_origin = f"http://127.0.0.1:{port}"
+    async with spawn_app(database_url, smtp, allowed_origins=site_origin, signup_challenge="pow") as app:
+        snippet = await snippet_of_list(app, "weekly")
+        assert "/subscriptions/challenge" in snippet
+        with other_site(port, iter(lambda: snippet, None)) as site:
+            context = await chromium.new_context()
+            page = await context.new_page()
+            sent: list[str] = []
+            page.on(
+                "request",
+                lambda request: sent.append(request.post_data or "") if request.method == "POST" else None,
+            )
+            await page.goto(site)
+            await page.get_by_label("Email address").fill(READER)
+            await page.get_by_role("button", name="Subscribe to Weekly news").click()
+            await expect(page.get_by_role("status")).to_have_text(ACCEPTED_DETAIL)
+            await context.close()
+        assert await app.subscription_status(READER, "weekly") == "pending"
+        [body] = [data for data in sent if data]
+        replayed = await app.client.post(
+            "/subscriptions", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert replayed.status_code == 422, "a solution is good once"

@@ -268,7 +268,19 @@ async def test_with_the_proof_of_work_challenge_on_the_page_warns_and_the_plain_
         async with httpx.AsyncClient(timeout=10) as reader:
             posted = await reader.post(form.action, data=form.fields, headers={"Origin": STRANGER})
 
-        assert "this form carries no solution" in page.text
+        assert "the form's script solves it before it sends" in page.text
+        assert 'data-challenge="' in snippet_of(page.text)
         assert posted.status_code == 422
         assert 'action="/subscriptions"' in posted.text  # the sign-up page, to try again with its challenge
         assert await people(app) == 0
+
+
+async def test_an_allowed_site_may_read_a_challenge_and_no_other(database_url: str, smtp: SMTPServer) -> None:
+    """The embedded form's script fetches a proof-of-work challenge cross-origin before it signs up."""
+    async with spawn_app(database_url, smtp, signup_challenge="pow", allowed_origins=PARTNER) as app:
+        allowed = await app.client.get("/subscriptions/challenge", headers={"Origin": PARTNER})
+        other = await app.client.get("/subscriptions/challenge", headers={"Origin": STRANGER})
+    assert allowed.status_code == 200 and "challenge" in allowed.json()
+    assert cors_headers(allowed) == {"access-control-allow-origin": PARTNER}
+    assert allowed.headers["vary"] == "Origin"
+    assert other.status_code == 200 and cors_headers(other) == {}

@@ -15,6 +15,10 @@ other request through untouched, whatever its Origin. On the sign-up path:
   text/plain) goes through with no CORS header (the embedded form works without JavaScript, and its answer
   is a page of ours that the other site cannot read), and anything else (JSON) is refused with 403 before the
   application sees it: a browser would have been stopped at the pre-flight, so only another client gets here.
+
+And the proof-of-work challenge (GET /subscriptions/challenge), which the embedded form's script fetches
+before it signs up: an allowed origin's request is answered with its origin echoed; any other is answered
+without a CORS header, so its page cannot read the challenge.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from newsletter.web.problems import problem
 # The paths that take cross-origin sign-ups: POST /subscriptions, which the JSON API and the embedded form
 # both post to.
 SIGNUP_PATHS = frozenset({"/subscriptions"})
+# The proof-of-work challenge the embedded form's script fetches before it signs up (a simple GET: no
+# pre-flight); an allowed origin may read the answer, any other gets it without CORS headers, unreadable.
+CHALLENGE_PATH = "/subscriptions/challenge"
 ALLOWED_METHOD = "POST"
 ALLOWED_HEADERS = frozenset({"content-type"})
 PREFLIGHT_MAX_AGE_SECONDS = 600
@@ -46,13 +53,19 @@ class SignupCorsMiddleware:
         self.own_origin = parse_origin(f"{parts.scheme}://{parts.netloc}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in SIGNUP_PATHS:
+        if scope["type"] != "http" or scope["path"] not in (*SIGNUP_PATHS, CHALLENGE_PATH):
             await self.app(scope, receive, send)
             return
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }
         origin = headers.get("origin")
+        if scope["path"] == CHALLENGE_PATH:
+            allowed_reader = (
+                origin is not None and origin in self.allowed_origins and scope["method"] == "GET"
+            )
+            await self.app(scope, receive, _with_origin(send, origin) if allowed_reader and origin else send)
+            return
         if origin is None or self._same_origin(origin, headers.get("host")):
             await self.app(scope, receive, send)
             return

@@ -80,7 +80,12 @@ def _list_page(
     """A list's page (with the fields as typed, when they were refused); a list open to public sign-up as
     saved shows the form to embed in another site."""
     public = saved["visibility"] == Visibility.PUBLIC
-    snippet = embed.signup_snippet(admin.settings.base_url, saved["slug"], saved["name"]) if public else None
+    challenge = admin.settings.signup_challenge == "pow"
+    snippet = (
+        embed.signup_snippet(admin.settings.base_url, saved["slug"], saved["name"], challenge=challenge)
+        if public
+        else None
+    )
     return admin.render(
         "list",
         status,
@@ -88,7 +93,7 @@ def _list_page(
         error=error,
         snippet=snippet,
         origins=admin.settings.allowed_origins,
-        challenge=admin.settings.signup_challenge == "pow",
+        challenge=challenge,
     )
 
 
