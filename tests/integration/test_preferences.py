@@ -57,6 +57,10 @@ async def test_the_page_shows_the_public_lists_and_joins_one_without_a_confirmat
     assert len(app.smtp.received) == emails_before, (
         "no second confirmation: the signed link proves the address"
     )
+    confirmed = await app.pool.fetchrow(
+        "SELECT data FROM events WHERE type = 'subscription.confirmed' ORDER BY id DESC LIMIT 1"
+    )
+    assert confirmed is not None and confirmed["data"]["list"] == "weekly", "an event, as any confirmation"
     assert "You are subscribed to that list." in (await app.client.get(joined.headers["location"])).text
     assert await app.metric("newsletter_confirmations_total", list="weekly") == 1
 
