@@ -280,6 +280,11 @@ async def test_editing_a_step_changes_what_is_sent_from_then_on(app: TestApp, ad
         f"/sequences/{sequence['id']}/steps/{steps[1]['id']}", {"markdown": "x", "html": "<p>x</p>"}
     )
     assert both.status_code == 422 and "not both" in both.text
+    nulls = await admin.patch(
+        f"/sequences/{sequence['id']}/steps/{steps[1]['id']}", {"subject": None, "markdown": None}
+    )
+    assert nulls.status_code == 200, "a field sent as null stays as it was"
+    assert (nulls.json()["subject"], nulls.json()["markdown"]) == ("Better tips", "This is **Tips**.")
     await app.pass_time(DAY)
     await app.run_sequences()
 

@@ -167,7 +167,8 @@ async def patch_step(
 ) -> Response:
     async def change(db: Database) -> dict[str, Any]:
         current = await sequences.get_step(db, sequence_id, step_id)
-        given = body.model_dump(exclude_unset=True)
+        # A field sent as null is a field not sent: what it was stays.
+        given = body.model_dump(exclude_unset=True, exclude_none=True)
         content: dict[str, Any] = {key: given.get(key) for key in ("markdown", "html", "text")}
         if "markdown" not in given and not {"html", "text"} & given.keys():
             # The content stays as it was written: Markdown, or HTML and text.
