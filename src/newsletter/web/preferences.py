@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from newsletter.domain.tokens import PreferencesToken
-from newsletter.services.compliance import preferences
+from newsletter.services.compliance import preferences, privacy, unsubscribe
 from newsletter.services.errors import Conflict, Invalid, NotFound
 from newsletter.web.public import BadRequest, FieldErrors, _evidence, page, read_fields
 from newsletter.web.state import context
@@ -36,23 +37,36 @@ def _person(request: Request, token: str) -> int | None:
     return verified.subscriber_id if verified else None
 
 
+async def _as_person(request: Request, token: str, act: Callable[[int], Awaitable[Response]]) -> Response:
+    """`act` for the person the token names; the not-found page for a token that names nobody (forged, or a
+    person erased since), whatever the action."""
+    subscriber_id = _person(request, token)
+    if subscriber_id is None:
+        return page("not_found", 404)
+    try:
+        return await act(subscriber_id)
+    except NotFound:
+        return page("not_found", 404)
+
+
 def _back(token: str, done: str) -> RedirectResponse:
     return RedirectResponse(f"/preferences/{token}?done={done}", status_code=303, headers=PRIVATE)
 
 
 async def _page(
-    request: Request, token: str, *, status: int = 200, done: str = "", error: str = ""
+    request: Request,
+    token: str,
+    *,
+    status: int = 200,
+    done: str = "",
+    error: str = "",
+    view: str = "preferences",
 ) -> Response:
-    subscriber_id = _person(request, token)
-    if subscriber_id is None:
-        return page("not_found", 404)
-    try:
+    async def shown(subscriber_id: int) -> Response:
         found = await preferences.page(context(request).db, subscriber_id)
-    except NotFound:
-        return page("not_found", 404)
-    return page(
-        "preferences", status, PRIVATE, token=token, person=found, done=DONE.get(done, ""), error=error
-    )
+        return page(view, status, PRIVATE, token=token, person=found, done=DONE.get(done, ""), error=error)
+
+    return await _as_person(request, token, shown)
 
 
 @router.get("/preferences/{token}", response_class=HTMLResponse, summary="A person's preference page")
@@ -69,85 +83,75 @@ async def _field(request: Request, name: str) -> str | None:
 
 @router.post("/preferences/{token}/join", response_class=HTMLResponse, summary="Join a public list")
 async def join(request: Request, token: TokenPath) -> Response:
-    subscriber_id = _person(request, token)
     raw = await _field(request, "list")
-    if subscriber_id is None:
-        return page("not_found", 404)
-    if raw is None or not raw.isdecimal() or len(raw) > 18:
-        return await _page(request, token, status=422, error="Choose one of the lists below.")
-    try:
-        joined = await preferences.join(
-            context(request).db, subscriber_id, int(raw), _evidence(request, "preferences")
-        )
-    except NotFound:
-        return await _page(request, token, status=422, error="Choose one of the lists below.")
-    except Conflict:
-        return await _page(request, token, status=409, error="This address cannot join a list here.")
-    return _back(token, "joined" if joined else "already")
+
+    async def joined(subscriber_id: int) -> Response:
+        if raw is None or not raw.isdecimal() or len(raw) > 18:
+            return await _page(request, token, status=422, error="Choose one of the lists below.")
+        evidence = _evidence(request, "preferences")
+        try:
+            changed = await preferences.join(context(request).db, subscriber_id, int(raw), evidence)
+        except NotFound:
+            return await _page(request, token, status=422, error="Choose one of the lists below.")
+        except Conflict:
+            return await _page(request, token, status=409, error="This address cannot join a list here.")
+        return _back(token, "joined" if changed else "already")
+
+    return await _as_person(request, token, joined)
 
 
 @router.post("/preferences/{token}/name", response_class=HTMLResponse, summary="Change one's name")
 async def rename(request: Request, token: TokenPath) -> Response:
-    subscriber_id = _person(request, token)
     name = await _field(request, "name")
-    if subscriber_id is None:
-        return page("not_found", 404)
-    try:
-        await preferences.rename(context(request).db, subscriber_id, name or "")
-    except Invalid as error:
-        return await _page(request, token, status=422, error=str(error).removeprefix("name: ").capitalize())
-    return _back(token, "renamed")
+
+    async def renamed(subscriber_id: int) -> Response:
+        try:
+            await preferences.rename(context(request).db, subscriber_id, name or "")
+        except Invalid as error:
+            message = str(error).removeprefix("name: ").capitalize()
+            return await _page(request, token, status=422, error=message)
+        return _back(token, "renamed")
+
+    return await _as_person(request, token, renamed)
 
 
 @router.post("/preferences/{token}/leave", response_class=HTMLResponse, summary="Leave every list")
 async def leave(request: Request, token: TokenPath) -> Response:
-    subscriber_id = _person(request, token)
-    if subscriber_id is None:
-        return page("not_found", 404)
-    try:
-        await preferences.leave_everything(context(request).db, subscriber_id)
-    except NotFound:
-        return page("not_found", 404)
-    return _back(token, "left")
+    async def left(subscriber_id: int) -> Response:
+        if not await unsubscribe.leave_every_list(context(request).db, subscriber_id):
+            raise NotFound("nobody")
+        return _back(token, "left")
+
+    return await _as_person(request, token, left)
 
 
 @router.get("/preferences/{token}/data", summary="Everything held about the person, as JSON")
 async def data(request: Request, token: TokenPath) -> Response:
-    subscriber_id = _person(request, token)
-    if subscriber_id is None:
-        return page("not_found", 404)
-    try:
-        document = await preferences.data(context(request).db, subscriber_id)
-    except NotFound:
-        return page("not_found", 404)
-    return Response(
-        json.dumps(document, ensure_ascii=False, indent=2, default=str),
-        media_type="application/json",
-        headers={**PRIVATE, "Content-Disposition": 'attachment; filename="my-data.json"'},
-    )
+    async def download(subscriber_id: int) -> Response:
+        document = await privacy.export(context(request).db, subscriber_id)
+        return Response(
+            json.dumps(document, ensure_ascii=False, indent=2, default=str),
+            media_type="application/json",
+            headers={**PRIVATE, "Content-Disposition": 'attachment; filename="my-data.json"'},
+        )
+
+    return await _as_person(request, token, download)
 
 
 @router.post("/preferences/{token}/delete", response_class=HTMLResponse, summary="Ask to delete one's data")
 async def delete(request: Request, token: TokenPath) -> Response:
     """The confirmation step: nothing is deleted until the next form is sent."""
-    subscriber_id = _person(request, token)
-    if subscriber_id is None:
-        return page("not_found", 404)
-    try:
-        found = await preferences.page(context(request).db, subscriber_id)
-    except NotFound:
-        return page("not_found", 404)
-    return page("preferences_delete", 200, PRIVATE, token=token, person=found)
+    return await _page(request, token, view="preferences_delete")
 
 
 @router.post(
     "/preferences/{token}/delete/confirm", response_class=HTMLResponse, summary="Delete one's data, for good"
 )
 async def delete_confirmed(request: Request, token: TokenPath) -> Response:
-    subscriber_id = _person(request, token)
-    if subscriber_id is None:
-        return page("not_found", 404)
-    # A second click finds nobody: it is done either way.
-    with contextlib.suppress(NotFound):
-        await preferences.erase(context(request).db, subscriber_id)
-    return page("preferences_deleted", 200, PRIVATE)
+    async def erased(subscriber_id: int) -> Response:
+        # A second click finds nobody: it is done either way.
+        with contextlib.suppress(NotFound):
+            await privacy.erase(context(request).db, subscriber_id)
+        return page("preferences_deleted", 200, PRIVATE)
+
+    return await _as_person(request, token, erased)

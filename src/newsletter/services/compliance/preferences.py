@@ -1,11 +1,11 @@
 """The preference page of a person (SPEC section 13): the public lists and their state, joining one, a new
-name, leaving everything, the person's data and its erasure. The link every newsletter carries names the
+name. Leaving everything, the person's data and its erasure are the unsubscribe link's and the privacy
+services' (compliance/unsubscribe.py, compliance/privacy.py). The link every newsletter carries names the
 person (a signed PreferencesToken); every action is idempotent, so a repeated click changes nothing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
@@ -13,9 +13,7 @@ from newsletter import telemetry
 from newsletter.db.database import Database
 from newsletter.db.queries import Q
 from newsletter.domain.subscriber import InvalidInput, SubscriberName
-from newsletter.domain.tokens import UnsubscribeToken
 from newsletter.services.audience.subscriptions import Evidence
-from newsletter.services.compliance import privacy, unsubscribe
 from newsletter.services.errors import Conflict, Invalid, NotFound
 
 log = structlog.get_logger(__name__)
@@ -82,17 +80,3 @@ async def rename(db: Database, subscriber_id: int, raw_name: str) -> None:
         raise Invalid(f"name: {error}") from None
     async with db.connection() as conn:
         await conn.fetchval(Q.preferences_rename, subscriber_id, name)
-
-
-async def leave_everything(db: Database, subscriber_id: int) -> None:
-    """Every list, private ones too, and the address suppressed: the unsubscribe link's "every list"."""
-    if await unsubscribe.unsubscribe(db, UnsubscribeToken(subscriber_id, 0), everything=True) is None:
-        raise NotFound("nobody")
-
-
-async def data(db: Database, subscriber_id: int) -> dict[str, Any]:
-    return await privacy.export(db, subscriber_id)
-
-
-async def erase(db: Database, subscriber_id: int) -> None:
-    await privacy.erase(db, subscriber_id)

@@ -43,12 +43,25 @@ async def preferences(db: Database, token: UnsubscribeToken) -> Preferences | No
     )
 
 
+async def _end(db: Database, subscriber_id: int, list_id: int | None, everything: bool) -> bool:
+    """Subscriptions ended (`list_id`'s, or every one, the address then suppressed); False when nobody."""
+    async with db.connection() as conn:
+        changed = await conn.fetchval(Q.unsubscribe, subscriber_id, list_id, everything)
+    if changed is None:
+        return False
+    log.info("unsubscribed", subscriber_id=subscriber_id, everything=everything, changed=changed)
+    return True
+
+
 async def unsubscribe(db: Database, token: UnsubscribeToken, *, everything: bool) -> Preferences | None:
     """Unsubscribe from the token's list, or from every list (and suppress the address); repeating is
     harmless."""
-    async with db.connection() as conn:
-        changed = await conn.fetchval(Q.unsubscribe, token.subscriber_id, token.list_id, everything)
-    if changed is None:
+    if not await _end(db, token.subscriber_id, token.list_id, everything):
         return None
-    log.info("unsubscribed", subscriber_id=token.subscriber_id, everything=everything, changed=changed)
     return await preferences(db, token)
+
+
+async def leave_every_list(db: Database, subscriber_id: int) -> bool:
+    """Every list, private ones too, and the address suppressed (the preference page's "leave everything");
+    False when the person does not exist."""
+    return await _end(db, subscriber_id, None, True)
