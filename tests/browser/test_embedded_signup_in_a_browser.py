@@ -13,19 +13,21 @@ from __future__ import annotations
 import html
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from newsletter.web.public import ACCEPTED_DETAIL
 from tests.admin import create_admin, signed_in
-from tests.browser.test_admin_in_a_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import test_admin_in_a_browser as story
 from tests.harness import SMTPServer, TestApp, free_port, spawn_app
 
 pytestmark = pytest.mark.asyncio
+
+chromium = story.chromium  # Debian's Chromium, as the other browser tests launch it
 
 READER = "ada@example.com"
 PAGE = """<!doctype html>
@@ -61,14 +63,6 @@ def other_site(port: int, body: Iterator[str]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 async def snippet_of_list(app: TestApp, slug: str) -> str:

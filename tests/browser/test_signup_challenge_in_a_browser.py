@@ -11,12 +11,14 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
-from tests.browser.test_admin_in_a_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import test_admin_in_a_browser as story
 from tests.harness import SMTPServer, TestApp, spawn_app
 
 pytestmark = pytest.mark.asyncio
+
+chromium = story.chromium  # Debian's Chromium, as the other browser tests launch it
 
 READER = "ada@example.com"
 
@@ -28,18 +30,8 @@ async def pow_app(database_url: str, smtp: SMTPServer) -> AsyncIterator[TestApp]
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-@pytest.fixture
-async def page(browser: Browser, pow_app: TestApp) -> AsyncIterator[Page]:
-    context = await browser.new_context(base_url=pow_app.settings.base_url)
+async def page(chromium: Browser, pow_app: TestApp) -> AsyncIterator[Page]:
+    context = await chromium.new_context(base_url=pow_app.settings.base_url)
     opened = await context.new_page()
     problems: list[str] = []
     opened.on("pageerror", lambda error: problems.append(f"script error: {error}"))
