@@ -76,6 +76,8 @@ def test_values_of_every_kind() -> None:
         ('confirmed_at > "yesterday"', 0, "a time is relative"),
         ("attributes.flag > true", 0, "no order"),
         ("received 0", 9, "whole number"),
+        ("received 99999999999999999999", 9, "whole number"),
+        ("subscribed_at > 9999999999w", 16, "at most 100 years"),
         ("'; drop table subscribers; --", 0, "not closed"),
         ("email = 1", 0, "with text"),
         ("", 0, "empty"),

@@ -27,6 +27,8 @@ from typing import Any
 MAX_LENGTH = 4000
 MAX_DEPTH = 32
 MAX_COMPARISONS = 100
+MAX_AGO_SECONDS = 5200 * 7 * 86400  # about 100 years
+MAX_ID = 2**63 - 1  # the database's bigint
 
 FIELDS = ("email", "name", "list", "subscribed_at", "confirmed_at")
 ORDERING = ("<", "<=", ">", ">=")
@@ -141,7 +143,10 @@ def tokenize(text: str) -> Iterator[Token]:
         elif kind == "number":
             yield Token("number", raw, position, Decimal(raw))
         elif kind == "duration":
-            yield Token("duration", raw, position, Ago(int(raw[:-1]) * UNITS[raw[-1]]))
+            seconds = int(raw[:-1]) * UNITS[raw[-1]]
+            if seconds > MAX_AGO_SECONDS:
+                raise SegmentError("a relative time is at most 100 years (5200w)", position)
+            yield Token("duration", raw, position, Ago(seconds))
         elif kind == "word":
             yield Token("word", raw.lower() if raw.lower() in KEYWORDS else raw, position)
         elif kind in ("op", "punct"):
@@ -207,7 +212,7 @@ class _Parser:
         start = self.token
         if self.keyword("received"):
             number = self.expect("number", "an issue id after 'received'")
-            if number.value != number.value.to_integral_value() or number.value < 1:
+            if number.value != number.value.to_integral_value() or not 1 <= number.value <= MAX_ID:
                 raise SegmentError("an issue id is a whole number above 0", number.position)
             return Received(int(number.value))
         if start.kind != "word" or start.text in KEYWORDS:
