@@ -35,13 +35,12 @@ SELECT count(*) AS counted
 FROM (SELECT FROM subscribers WHERE subscribers.status = 'active' AND /* segment */ true LIMIT $1) AS matched;
 
 -- name: segment_sample
--- Beyond the budget: the share of a sample of the table's pages ($1 percent) that matches, and how many rows
--- the table holds by the planner's statistics. (The planner's own estimate of a segment is no help: it knows
--- nothing of `@>` on attributes and guesses a thousandth.)
+-- Beyond the budget: how many rows of a sample of the table's pages ($1 percent) match. (The planner's own
+-- estimate of a segment is no help: it knows nothing of `@>` on attributes and guesses a thousandth.)
 SELECT count(*) FILTER (WHERE subscribers.status = 'active' AND /* segment */ true) AS matched,
-       count(*) AS sampled,
-       (SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'subscribers'::regclass) AS total
+       count(*) AS sampled
 FROM subscribers TABLESAMPLE SYSTEM ($1);
 
 -- name: subscribers_rows
+-- How many rows the table holds, by the planner's statistics.
 SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'subscribers'::regclass;

@@ -130,8 +130,7 @@ async def count(db: Database, expression: str) -> Count:
         sample_sql, values = filled(Q.segment_sample, segment, "subscribers", 2)
         sample = await conn.fetchrow(sample_sql, share, *values)
     assert sample is not None
-    matched, sampled, total = sample["matched"], sample["sampled"], sample["total"]
-    estimate = round(matched / sampled * total) if sampled else 0
+    estimate = round(sample["matched"] / sample["sampled"] * rows) if sample["sampled"] else 0
     # The count went past the budget: whatever the sample says, there are more than that.
     return Count(shown_count(max(estimate, EXACT_COUNT_BUDGET + 1), True), True)
 
